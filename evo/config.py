@@ -1,0 +1,159 @@
+"""The run configuration: one frozen dataclass, parsed once from the command line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+MODES = ("baseline", "male", "female", "combined")
+
+
+@dataclass(frozen=True)
+class Config:
+    gens: int = 20
+    """co-evolution generations (after the bootstrap generation 0)"""
+    mode: str = "combined"
+    """baseline | male | female | combined"""
+    preset: str = "tiny"
+    """model-size and budget preset (tiny: CPU default; paper: nanoGPT's shakespeare_char on a GPU)"""
+    seed: int = 0
+    """run seed: reaches random, numpy, torch and DEAP; each evaluation derives its own from it"""
+    males: int = 8
+    """male (architecture) population size mu"""
+    females: int = 48
+    """female (predictor) population size"""
+    offspring: int = 6
+    """mating pairs per generation: each yields one architecture child and one predictor child"""
+    promote: int = 2
+    """children promoted to the full budget per generation by the females' ranking"""
+    promote_random: int = 1
+    """extra children promoted at random (keeps the archive unbiased by the females' own picks)"""
+    bootstrap: int = 8
+    """random architectures fully trained in generation 0 (the archive's seed)"""
+    pred_steps: int = 5
+    """GP generations the females run on the archive each generation (scoring is cheap)"""
+    early_frac: float | None = None
+    """early budget as a fraction of the full budget (None: the preset's)"""
+    full_steps: int | None = None
+    """full training budget in steps (None: the preset's)"""
+    arch_features: bool = False
+    """let females use architecture features (log params, log lr) besides curve features"""
+    experiment: str = "dimorph"
+    """MLflow experiment name"""
+    tracking_uri: str | None = None
+    """MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)"""
+    out: str | None = None
+    """output folder for the checkpoint, states and artifacts (None: outputs/<mode>-<preset>-seed<seed>)"""
+    resume: bool = False
+    """continue the search from the checkpoint in --out"""
+    device: str = "cpu"
+    """torch device for training: cpu, cuda, cuda:1, ..."""
+    data: str | None = None
+    """path to a UTF-8 text dataset (None: $DIMORPH_DATA, the user cache, or a one-time download)"""
+    threads: int = 1
+    """CPU threads per evaluation (fixed so that results do not depend on parallelism)"""
+    workers: int = 0
+    """local worker processes (0: evaluate in this process)"""
+    workers_per_gpu: int = 1
+    """worker processes placed on each visible GPU when --device cuda and --workers > 0"""
+    dask_scheduler: str | None = None
+    """address of a running Dask scheduler to evaluate on (e.g. tcp://10.0.0.5:8786)"""
+    dask_local: int = 0
+    """start a local Dask cluster with this many workers"""
+    retries: int = 2
+    """times a crashed evaluation is retried before it is recorded as failed"""
+    progress: bool = True
+    """show progress bars"""
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(msg)
+
+        need(self.gens >= 0, f"gens must be >= 0, got {self.gens}")
+        from models.presets import PRESETS  # evo is the one place that knows models/
+
+        need(self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        need(self.males >= 2, f"males must be >= 2, got {self.males}")
+        need(self.females >= 2, f"females must be >= 2, got {self.females}")
+        need(self.offspring >= 1, f"offspring must be >= 1, got {self.offspring}")
+        need(self.promote >= 0, f"promote must be >= 0, got {self.promote}")
+        need(self.promote_random >= 0, f"promote_random must be >= 0, got {self.promote_random}")
+        need(self.promote + self.promote_random <= self.offspring,
+             f"promote + promote_random ({self.promote} + {self.promote_random}) must not exceed "
+             f"offspring ({self.offspring})")
+        need(self.bootstrap >= 3, f"bootstrap must be >= 3 (females need an archive to rank), got {self.bootstrap}")
+        need(self.pred_steps >= 0, f"pred_steps must be >= 0, got {self.pred_steps}")
+        need(self.early_frac is None or 0.0 < self.early_frac < 1.0,
+             f"early_frac must be in (0, 1), got {self.early_frac}")
+        need(self.full_steps is None or self.full_steps >= 2, f"full_steps must be >= 2, got {self.full_steps}")
+        need(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        need(self.workers_per_gpu >= 1, f"workers_per_gpu must be >= 1, got {self.workers_per_gpu}")
+        need(self.dask_local >= 0, f"dask_local must be >= 0, got {self.dask_local}")
+        need(self.retries >= 0, f"retries must be >= 0, got {self.retries}")
+        need(not (self.dask_scheduler and self.dask_local),
+             "give either --dask-scheduler or --dask-local, not both")
+        need(self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")
+             or self.device == "mps", f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.data is not None:
+            need(Path(self.data).is_file(), f"data file not found: {self.data!r}")
+
+    @property
+    def out_dir(self) -> Path:
+        """Where the checkpoint, training states and artifacts go."""
+        return Path(self.out or f"outputs/{self.mode}-{self.preset}-seed{self.seed}")
+
+    def search_fields(self) -> dict:
+        """The fields that define the search's results (a resumed run must match them)."""
+        skip = {"resume", "progress", "workers", "workers_per_gpu", "dask_scheduler", "dask_local",
+                "tracking_uri", "out", "retries", "experiment", "data", "device"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def _field_help(cls) -> dict[str, str]:
+    """Field docstrings (the string literal under each field) become --help text."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    out = {}
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            out[a.target.id] = str(b.value.value)
+    return out
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls=Config) -> None:
+    """Add one --flag per dataclass field; help text from the field docstrings."""
+    helps = _field_help(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=helps.get(f.name, ""))
+            continue
+        kind = {"int": int, "float": float, "str": str}
+        base = str(f.type).split("|")[0].strip()
+        parser.add_argument(flag, type=kind.get(base, str), default=default, metavar=base.upper(),
+                            help=f"{helps.get(f.name, '')} (default: {default})")
+
+
+def parse_config(argv=None, cls=Config, prog: str | None = None):
+    """Parse argv into a frozen config; a bad value exits with a message naming it."""
+    parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__ and cls.__doc__.split("\n")[0])
+    add_config_args(parser, cls)
+    ns = parser.parse_args(argv)
+    try:
+        return cls(**vars(ns))
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def replace(cfg, **changes):
+    """dataclasses.replace, re-validated."""
+    return dataclasses.replace(cfg, **changes)

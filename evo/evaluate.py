@@ -1,0 +1,85 @@
+"""One evaluation as a pure task: (genes, budget, seed, data location) -> JSON-able result.
+
+Runs in the driver or in any worker (process pool, Dask). It never talks to MLflow; the driver does.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from models.presets import Preset
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    key: str
+    """unique id of this evaluation within a search, e.g. 'g3-c2'"""
+    genes: dict
+    preset: Preset
+    steps: int
+    """train up to this step (the early budget, or the full budget for a continuation)"""
+    seed: int
+    data: str | None = None
+    device: str = "cpu"
+    threads: int = 1
+    load_state: str | None = None
+    """continue from this saved early state (promotion)"""
+    save_state: str | None = None
+    """save the state reached to this file"""
+    phase: str = "early"
+    """early | full (a continuation of an early phase) | straight (full budget in one go)"""
+    meta: dict = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=4)
+def _token_data(data: str | None, preset: Preset):
+    from models.data import load_dataset, make_token_data
+
+    ds = load_dataset(data)
+    return make_token_data(ds, preset.block_size, preset.train_tokens, preset.n_val_windows,
+                           preset.n_train_eval_windows)
+
+
+def evaluate(task: EvalTask) -> dict:
+    """Train one candidate; failures inside training come back as a result with `error` set."""
+    from models.train import load_state, save_state, train
+
+    t0 = time.perf_counter()
+    try:
+        data = _token_data(task.data, task.preset)
+        gpt_cfg, train_cfg = task.preset.configs(task.genes, data.vocab_size, device=task.device)
+        train_cfg = _with_threads(train_cfg, task.threads)
+        state = load_state(task.load_state) if task.load_state else None
+        res = train(gpt_cfg, train_cfg, data, steps=task.steps, seed=task.seed, state=state)
+        if task.save_state and res.state is not None:
+            os.makedirs(os.path.dirname(task.save_state) or ".", exist_ok=True)
+            tmp = task.save_state + ".tmp"
+            save_state(res.state, tmp)
+            os.replace(tmp, task.save_state)
+        out = res.to_dict()
+        out["error"] = None
+    except Exception as e:  # a crashed training is a result, never a crash of the search
+        if "out of memory" not in str(e).lower() and not isinstance(e, (RuntimeError, ValueError)):
+            raise
+        out = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5),
+               "diverged": False}
+    out["key"] = task.key
+    out["phase"] = task.phase
+    out["eval_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _with_threads(train_cfg, threads: int):
+    import dataclasses
+
+    if train_cfg.device == "cpu" and getattr(train_cfg, "threads", None) != threads:
+        return dataclasses.replace(train_cfg, threads=threads)
+    return train_cfg
+
+
+def failed(result: dict) -> bool:
+    """A result that counts as worst fitness: crashed or diverged."""
+    return bool(result.get("error")) or bool(result.get("diverged"))
