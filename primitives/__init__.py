@@ -1,0 +1,1 @@
+"""Female building blocks: loss-curve features, the GP primitive set, fitness, export."""

@@ -57,7 +57,7 @@ def check_budgets(early_steps, full_steps) -> None:
 
 
 def smoothed_at(steps: np.ndarray, losses: np.ndarray, t: float, half_width: float) -> float:
-    """Loss at step t: local linear fit over the points within half_width of t, else interpolation."""
+    """Loss at step t: local linear fit to points within half_width of t, else interpolation."""
     t = float(np.clip(t, steps[0], steps[-1]))
     near = np.abs(steps - t) <= half_width
     if near.sum() >= 2:  # steps are unique, so the fit is well posed
@@ -129,7 +129,7 @@ def curve_features(train_steps, train_losses, val_steps, val_losses, early_steps
 
 
 def feature_matrix(records: Sequence[Mapping], names: Sequence[str]) -> np.ndarray:
-    """(n_records, n_names) matrix of feature values; a record is a feature dict or has one under "features"."""
+    """(n_records, n_names) matrix; a record is a feature dict or holds one under "features"."""
     rows = []
     for i, rec in enumerate(records):
         feats = rec["features"] if "features" in rec else rec

@@ -1,0 +1,132 @@
+"""Rank agreement and the female fitness design (fit/holdout split of the archive).
+
+Archives are small (8-60 fully trained architectures), so selecting a population of formulas on
+all of it overfits. The archive is split deterministically by a stable hash of each record's key
+(`holdout_mask`): membership never changes as the archive grows. A female's fitness is
+(Kendall tau on the FIT part, tree size): tau up, size down (creator.PredFitness). The holdout
+tau is reported by `score_predictions` and chooses the champion among the top females
+(`pick_champion`). Tau is scale-free; `calibrate` maps predictions to losses for display.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Sequence
+
+import numpy as np
+
+from primitives.pset import BIG
+
+
+def _pair_signs(v: np.ndarray) -> np.ndarray:
+    """sign(v_i - v_j) for all i < j; equal values (inf == inf included) give 0."""
+    i, j = np.triu_indices(len(v), k=1)
+    return (v[i] > v[j]).astype(float) - (v[i] < v[j]).astype(float)
+
+
+def _paired(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-length 1-D float arrays with NaN pairs dropped."""
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    return x[keep], y[keep]
+
+
+def kendall_tau(x, y) -> float:
+    """Kendall tau-b (ties handled); 0.0 when undefined (fewer than 2 points, constant input)."""
+    x, y = _paired(x, y)
+    if x.size < 2:
+        return 0.0
+    dx, dy = _pair_signs(x), _pair_signs(y)
+    denom = np.sqrt(np.count_nonzero(dx) * np.count_nonzero(dy))
+    return float((dx * dy).sum() / denom) if denom > 0 else 0.0
+
+
+def rankdata(v) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank."""
+    v = np.asarray(v, dtype=float)
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(v.size)
+    sorted_v = v[order]
+    start = 0
+    for end in range(1, v.size + 1):
+        if end == v.size or sorted_v[end] != sorted_v[start]:
+            ranks[order[start:end]] = 0.5 * (start + end - 1) + 1.0
+            start = end
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (average ranks for ties); 0.0 when undefined."""
+    x, y = _paired(x, y)
+    if x.size < 2:
+        return 0.0
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+    return float((rx * ry).sum() / denom) if denom > 0 else 0.0
+
+
+def holdout_mask(keys: Sequence[str], frac: float = 1 / 3) -> np.ndarray:
+    """True for records in the holdout part: crc32(key) / 2**32 < frac (stable across runs)."""
+    if not 0.0 <= frac < 1.0:
+        raise ValueError(f"frac must be in [0, 1), got {frac!r}")
+    for k in keys:
+        if not isinstance(k, str):
+            raise ValueError(f"keys must be strings, got {k!r}")
+    return np.array([zlib.crc32(k.encode("utf-8")) / 2 ** 32 < frac for k in keys], dtype=bool)
+
+
+def score_predictions(pred, target, split: np.ndarray | None = None) -> dict:
+    """Rank scores: tau on the fit, holdout and all parts (split True = holdout), Spearman."""
+    pred = np.asarray(pred, dtype=float).ravel()
+    target = np.asarray(target, dtype=float).ravel()
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target lengths differ: {pred.size} vs {target.size}")
+    hold = np.zeros(pred.size, bool) if split is None else np.asarray(split, dtype=bool).ravel()
+    if hold.shape != pred.shape:
+        raise ValueError(f"split length {hold.size} differs from pred length {pred.size}")
+    fit = ~hold
+    return {
+        "tau_fit": kendall_tau(pred[fit], target[fit]),
+        "tau_holdout": kendall_tau(pred[hold], target[hold]),
+        "tau_all": kendall_tau(pred, target),
+        "spearman_all": spearman(pred, target),
+        "n_fit": int(fit.sum()),
+        "n_holdout": int(hold.sum()),
+    }
+
+
+def pred_fitness(scores: dict, size: int) -> tuple[float, float]:
+    """Female fitness values for creator.PredFitness: (fit tau, tree size)."""
+    return float(scores["tau_fit"]), float(size)
+
+
+def pick_champion(scores: Sequence[dict], sizes: Sequence[int], top_k: int = 5) -> int:
+    """Champion: of the top_k by (fit tau, -size), best holdout tau (ties: fit tau, size)."""
+    if len(scores) != len(sizes) or not scores:
+        raise ValueError(f"need equal, non-zero numbers of scores and sizes, got "
+                         f"{len(scores)} and {len(sizes)}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    by_fit = sorted(range(len(scores)), key=lambda i: (-scores[i]["tau_fit"], sizes[i], i))
+    top = by_fit[:top_k]
+    return min(top, key=lambda i: (-scores[i]["tau_holdout"], -scores[i]["tau_fit"], sizes[i], i))
+
+
+def calibrate(pred, target) -> tuple[float, float]:
+    """Least-squares (a, b), target ~ a * pred + b, over finite targets and |pred| < BIG."""
+    pred = np.asarray(pred, dtype=float).ravel()
+    target = np.asarray(target, dtype=float).ravel()
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target lengths differ: {pred.size} vs {target.size}")
+    ok = np.isfinite(pred) & (np.abs(pred) < BIG) & np.isfinite(target)
+    if not ok.any():
+        raise ValueError("calibrate needs at least one finite (pred, target) pair, got none")
+    p, t = pred[ok], target[ok]
+    var = ((p - p.mean()) ** 2).sum()
+    if var == 0:
+        return 0.0, float(t.mean())
+    a = ((p - p.mean()) * (t - t.mean())).sum() / var
+    return float(a), float(t.mean() - a * p.mean())
