@@ -34,13 +34,17 @@ class EvalTask:
     meta: dict = field(default_factory=dict)
 
 
+def token_data(data: str | None, preset: Preset):
+    """The preset's token data (training subset, fixed windows), cached per process."""
+    return _token_data(data, preset.block_size, preset.train_tokens, preset.n_val_windows,
+                       preset.n_train_eval_windows)
+
+
 @functools.lru_cache(maxsize=4)
-def _token_data(data: str | None, preset: Preset):
+def _token_data(data, block_size, train_tokens, n_val_windows, n_train_eval_windows):
     from models.data import load_dataset, make_token_data
 
-    ds = load_dataset(data)
-    return make_token_data(ds, preset.block_size, preset.train_tokens, preset.n_val_windows,
-                           preset.n_train_eval_windows)
+    return make_token_data(load_dataset(data), block_size, train_tokens, n_val_windows, n_train_eval_windows)
 
 
 def evaluate(task: EvalTask) -> dict:
@@ -49,7 +53,7 @@ def evaluate(task: EvalTask) -> dict:
 
     t0 = time.perf_counter()
     try:
-        data = _token_data(task.data, task.preset)
+        data = token_data(task.data, task.preset)
         gpt_cfg, train_cfg = task.preset.configs(task.genes, data.vocab_size, device=task.device)
         train_cfg = _with_threads(train_cfg, task.threads)
         state = load_state(task.load_state) if task.load_state else None

@@ -1,0 +1,335 @@
+"""The co-evolution loop: males (architectures) and females (predictors), for all four modes.
+
+See docs/ALGORITHM.md for what each step does and why.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace as dc_replace
+
+import numpy as np
+from deap import tools
+
+from evo.checkpoint import Checkpoint
+from evo.config import Config
+from evo.evaluate import EvalTask, failed
+from evo.females import Females
+from evo.genome import decode, eval_seed, from_genes, make_arch_toolbox
+from models.presets import Preset, get_preset
+from primitives.features import curve_features
+
+INF = float("inf")
+
+
+def search_preset(cfg: Config) -> Preset:
+    """The preset with the config's budget overrides applied."""
+    p = get_preset(cfg.preset)
+    changes = {k: v for k, v in (("full_steps", cfg.full_steps), ("early_frac", cfg.early_frac)) if v is not None}
+    return dc_replace(p, **changes) if changes else p
+
+
+class Search:
+    """One search. `executor.run(tasks)` yields results as they finish; `tracker` is the MLflow writer."""
+
+    def __init__(self, cfg: Config, executor, tracker, on_eval=None, on_generation=None):
+        self.cfg, self.executor, self.tracker = cfg, executor, tracker
+        self.preset = search_preset(cfg)
+        self.E, self.F = self.preset.early_steps, self.preset.full_steps
+        self.ckpt = Checkpoint(cfg.out_dir, cfg.search_fields(), resume=cfg.resume)
+        self.arch_tb = make_arch_toolbox(self.preset)
+        self.fem = Females(cfg.arch_features) if cfg.mode in ("female", "combined") else None
+        self.records: dict[str, dict] = {}   # key -> everything known about an evaluated architecture
+        self.archive: list[dict] = []        # fully trained records (the females' ground truth)
+        self.males: list = []
+        self.compute = {"flops": 0.0, "seconds": 0.0, "early_trainings": 0, "full_trainings": 0}
+        self.logbook = tools.Logbook()
+        self.best_state: str | None = None
+        self.on_eval = on_eval or (lambda res: None)
+        self.on_generation = on_generation or (lambda g, row: None)
+
+    # -- evaluation plumbing -------------------------------------------------------------------
+    def _once(self, event_id: str, fn):
+        """Do a side effect once per search: replayed from the journal on resume."""
+        if event_id in self.ckpt:
+            return self.ckpt.get(event_id)
+        value = fn()
+        self.ckpt.record(event_id, value)
+        return value
+
+    def _task(self, key: str, genes: dict, steps: int, phase: str, load: str | None = None) -> EvalTask:
+        save = self.ckpt.state_path(key)
+        return EvalTask(key=key, genes=genes, preset=self.preset, steps=steps,
+                        seed=eval_seed(self.cfg.seed, genes), data=self.cfg.data, device=self.cfg.device,
+                        threads=self.cfg.threads, load_state=load, save_state=save, phase=phase)
+
+    def _run(self, tasks: list[EvalTask]) -> dict[str, dict]:
+        """Evaluate tasks (journaled ones are replayed, not retrained); log each once to MLflow."""
+        done = {t.key: self.ckpt.get("eval/" + t.key) for t in tasks if "eval/" + t.key in self.ckpt}
+        todo = [t for t in tasks if t.key not in done]
+        by_key = {t.key: t for t in tasks}
+        for res in self.executor.run(todo):
+            self.ckpt.record("eval/" + res["key"], res)
+            done[res["key"]] = res
+            self.on_eval(res)
+        for t in tasks:  # in task order, so logging and bookkeeping never depend on arrival order
+            self._absorb(by_key[t.key], done[t.key])
+        return done
+
+    def _absorb(self, task: EvalTask, res: dict) -> None:
+        rec = self.records[task.key.split("/")[0]]
+        prev = rec.get("result")
+        self.compute["flops"] += res.get("flops", 0.0) - (prev or {}).get("flops", 0.0) if not res.get("error") else 0.0
+        self.compute["seconds"] += res.get("eval_seconds", 0.0)
+        self.compute["early_trainings" if task.phase == "early" else "full_trainings"] += 1
+        rec["result"] = res
+        if task.phase == "early":
+            rec["early"] = res
+            rec["features"] = self._features(rec) if not failed(res) else None
+        else:
+            rec["full"] = res
+            rec["target"] = INF if failed(res) else res["best_val_loss"]
+            if rec.get("features") is not None and math.isfinite(rec["target"]):
+                self.archive.append(rec)
+            self._keep_best_state(rec, task)
+        self._log(rec, task, res)
+
+    def _features(self, rec: dict) -> dict:
+        r = rec["early"]
+        steps = list(range(1, len(r["train_losses"]) + 1))
+        return curve_features(steps, r["train_losses"], r["eval_steps"], r["val_losses"], self.E, self.F,
+                              n_params=r.get("n_params"), lr=rec["genes"].get("lr"))
+
+    def _keep_best_state(self, rec: dict, task: EvalTask) -> None:
+        """Keep the trained state of the best architecture so far; spent and beaten states go."""
+        if task.phase == "full":
+            _remove(self.ckpt.state_path(rec["key"]))  # continued: the early state is spent
+        pool = self.archive + ([rec] if task.phase == "straight" else [])
+        best = min(pool, key=lambda r: r["target"], default=None)
+        if best is rec and not failed(rec["result"]):
+            if self.best_state != task.save_state:
+                _remove(self.best_state)
+            self.best_state = task.save_state
+        elif task.save_state != self.best_state:
+            _remove(task.save_state)
+
+    def _log(self, rec: dict, task: EvalTask, res: dict) -> None:
+        def write():
+            run_id = rec.get("run_id") or (self.tracker.find_child(rec["key"]) if self.cfg.resume else None)
+            metrics = {"cost/flops": res.get("flops"), "cost/seconds": res.get("eval_seconds"),
+                       "arch/n_params": res.get("n_params"), "perf/train_tokens_per_s": res.get("tokens_per_s")}
+            if task.phase == "early":
+                metrics["arch/early_val_loss"] = _early_val(res)
+                metrics.update({f"feat/{k}": v for k, v in (rec.get("features") or {}).items()})
+            else:
+                metrics.update({"arch/best_val_loss": res.get("best_val_loss"),
+                                "arch/final_val_loss": res.get("final_val_loss"),
+                                "arch/final_train_loss": res.get("final_train_loss")})
+            params = {**{f"gene/{k}": v for k, v in task.genes.items()}, "seed": task.seed} if task.phase == "early" else {}
+            tags = {"dimorph.generation": rec["meta"].get("gen"), "dimorph.role": rec["meta"].get("role"),
+                    "dimorph.parents": ",".join(rec["meta"].get("parents", [])),
+                    "dimorph.phase": task.phase, "dimorph.diverged": bool(res.get("diverged")),
+                    "dimorph.error": (res.get("error") or "")[:250]}
+            first = self.E + 1 if task.phase == "full" else 0
+            return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id, first_step=first)
+        rec["run_id"] = self._once(f"log/{task.key}", write)
+
+    # -- the generations -------------------------------------------------------------------------
+    def _new(self, key: str, genes: dict, gen: int, role: str, parents=()) -> dict:
+        rec = {"key": key, "genes": genes, "meta": {"gen": gen, "role": role, "parents": list(parents)}}
+        self.records[key] = rec
+        return rec
+
+    def _early(self, keys: list[str]) -> None:
+        self._run([self._task(k, self.records[k]["genes"], self.E, "early") for k in keys])
+
+    def _continue(self, keys: list[str]) -> None:
+        ok = [k for k in keys if not failed(self.records[k]["early"])]
+        self._run([self._task(k + "/full", self.records[k]["genes"], self.F, "full",
+                              load=self.ckpt.state_path(k)) for k in ok])
+
+    def run(self) -> dict:
+        """Run every generation (replaying journaled work on resume); returns the final state."""
+        random.seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed % 2**32)
+        if self.cfg.mode == "baseline":
+            self._new("baseline", dict(self.preset.baseline), 0, "baseline")
+            self._run([self._task("baseline", self.records["baseline"]["genes"], self.F, "straight")])
+            self._end_generation(0, None)
+            return self.state()
+        self._generation0()
+        for g in range(1, self.cfg.gens + 1):
+            self._generation(g)
+        return self.state()
+
+    def _generation0(self) -> None:
+        cfg = self.cfg
+        inds = [from_genes(self.preset.baseline, self.preset)]
+        inds += [self.arch_tb.individual() for _ in range(cfg.bootstrap - 1)]
+        for i, ind in enumerate(inds):
+            ind.key = f"g0-b{i}"
+            self._new(ind.key, decode(ind, self.preset), 0, "baseline" if i == 0 else "bootstrap")
+        if cfg.mode in ("male", "combined"):
+            extra = [self.arch_tb.individual() for _ in range(max(0, cfg.males - len(inds)))]
+            for i, ind in enumerate(extra):
+                ind.key = f"g0-i{i}"
+                self._new(ind.key, decode(ind, self.preset), 0, "init")
+            self._early([i.key for i in inds + extra])
+            self._continue([i.key for i in inds])
+            self.males = self._rank_males(inds + extra, None)[: cfg.males]
+        else:
+            self._early([i.key for i in inds])
+            self._continue([i.key for i in inds])
+        champion = None
+        if self.fem:
+            self.fem.init(cfg.females)
+            self.fem.evolve(self.archive, cfg.pred_steps, cfg.females)
+            champion = self.fem.champion()
+        self._end_generation(0, champion)
+
+    def _generation(self, g: int) -> None:
+        cfg, tb = self.cfg, self.arch_tb
+        champion = self.fem.champion() if self.fem else None
+        ranked_m = self._rank_males(self.males, champion) if self.males else []
+        ranked_f = self.fem.ranked(self.fem.pop) if self.fem else []
+        children, pred_children = [], []
+        for i in range(cfg.offspring):
+            key = f"g{g}-c{i}"
+            if cfg.mode == "female":
+                child, parents = tb.individual(), []
+            else:
+                mother = ranked_m[i % len(ranked_m)]
+                top = ranked_m[: max(2, len(ranked_m) // 2)]
+                partner = random.choice([m for m in top if m is not mother] or top)
+                child, other = tb.clone(mother), tb.clone(partner)
+                if random.random() < 0.9:
+                    tb.mate(child, other)
+                tb.mutate(child)
+                del child.fitness.values
+                parents = [mother.key, partner.key]
+            if self.fem:  # the pair is a lineage: the i-th male with the i-th female
+                top_f = ranked_f[: max(2, len(ranked_f) // 2)]
+                f = ranked_f[i % len(ranked_f)]
+                pred_children.append(self.fem.child(f, random.choice([x for x in top_f if x is not f] or top_f)))
+            child.key = key
+            children.append(child)
+            self._new(key, decode(child, self.preset), g, "child", parents)
+        self._early([c.key for c in children])
+        promoted = self._promote(g, children, champion)
+        self._continue(promoted)
+        for c in children:
+            if c.key not in promoted:
+                _remove(self.ckpt.state_path(c.key))
+        if self.fem:
+            self.fem.pop = self.fem.pop + pred_children
+            self.fem.evolve(self.archive, max(1, cfg.pred_steps), cfg.females)
+            champion = self.fem.champion()
+        if cfg.mode in ("male", "combined"):
+            self.males = self._rank_males(self.males + children, champion)[: cfg.males]
+        self._end_generation(g, champion)
+
+    def _promote(self, g: int, children: list, champion) -> list[str]:
+        """The ranker's top `promote` children plus `promote_random` drawn from the rest."""
+        ok = [c for c in children if not failed(self.records[c.key]["early"])]
+        recs = [self.records[c.key] for c in ok]
+        if champion is not None:
+            score = self.fem.raw(champion, recs)
+            shown = self.fem.predict_losses(champion, self.archive, recs)
+            for rec, s, p in zip(recs, score, shown):
+                rec["score"], rec["predicted"] = float(s), float(p)
+        else:
+            for rec in recs:
+                rec["score"] = rec["predicted"] = _early_val(rec["early"])
+        order = [r["key"] for r in sorted(recs, key=lambda r: (r["score"], r["key"]))]
+        chosen = order[: self.cfg.promote]
+        rest = order[self.cfg.promote:]
+        lucky = random.sample(rest, min(self.cfg.promote_random, len(rest)))
+        judge = str(champion) if champion is not None else "early-val-loss"
+        for rec in recs:
+            role = "promoted" if rec["key"] in chosen else "random" if rec["key"] in lucky else "early-only"
+            rec["meta"]["role"] = role
+            self._once(f"pred/{rec['key']}", lambda rec=rec, role=role: self.tracker.log_evaluation(
+                rec["key"], {}, {}, {"dimorph.role": role, "dimorph.predictor": judge[:5000]},
+                {"pred/predicted_final": rec["predicted"], "pred/score": rec["score"]}, run_id=rec["run_id"]))
+        return chosen + lucky
+
+    def _male_values(self, ind, champion) -> tuple[float, float]:
+        rec = self.records[ind.key]
+        early = _early_val(rec["early"])
+        if not math.isfinite(early):
+            return (BIG, BIG)
+        if self.cfg.mode == "male":
+            return (early, early)
+        target = rec.get("target")
+        if target is None and champion is not None:  # not fully trained: the champion's prediction
+            target = float(self.fem.predict_losses(champion, self.archive, [rec])[0])
+        return (early, target if target is not None and math.isfinite(target) else BIG)
+
+    def _rank_males(self, pop: list, champion) -> list:
+        """Best first. male: early val loss; combined: NSGA-II fronts, crowding within a front."""
+        for ind in pop:
+            ind.fitness.values = self._male_values(ind, champion)
+        if self.cfg.mode == "male":
+            return sorted(pop, key=lambda i: (i.fitness.values[0], i.key))
+        out = []
+        for front in tools.sortNondominated(pop, len(pop)):
+            tools.emo.assignCrowdingDist(front)
+            out += sorted(front, key=lambda i: (-i.fitness.crowding_dist, i.key))
+        return out
+
+    def _end_generation(self, g: int, champion) -> None:
+        best = min((r["target"] for r in self.archive), default=INF)
+        if self.cfg.mode == "baseline":
+            best = self.records["baseline"].get("target", INF)
+        row = {"arch/best_val_loss": best, "archive/size": len(self.archive),
+               "cost/flops": self.compute["flops"], "cost/seconds": self.compute["seconds"],
+               "cost/full_trainings": self.compute["full_trainings"],
+               "cost/early_trainings": self.compute["early_trainings"]}
+        if champion is not None:
+            row["pred/kendall_tau"] = champion.fitness.values[0]
+            row["pred/holdout_tau"] = getattr(champion, "holdout_tau", float("nan"))
+            row["pred/size"] = len(champion)
+            row["div/female_unique"] = len({str(f) for f in self.fem.pop}) / len(self.fem.pop)
+        if self.males:
+            row["div/male_gene_std"] = float(np.mean(np.std(np.array([list(m) for m in self.males]), axis=0)))
+        self.logbook.record(gen=g, **row)
+        self._once(f"gen/{g}", lambda: self.tracker.log_generation(g, row) or True)
+        self.on_generation(g, row)
+        self.ckpt.snapshot(self.state())
+
+    def state(self) -> dict:
+        """Everything a reader of the checkpoint needs (JSON-able)."""
+        best = min(self.archive, key=lambda r: r["target"], default=self.records.get("baseline"))
+        return {
+            "males": [{"key": m.key, "genome": list(m)} for m in self.males],
+            "females": [str(f) for f in self.fem.ranked(self.fem.pop)] if self.fem else [],
+            "female_features": list(self.fem.features) if self.fem else [],
+            "archive": [{"key": r["key"], "genes": r["genes"], "target": r["target"],
+                         "features": r.get("features")} for r in self.archive],
+            "best": best and {"key": best["key"], "genes": best["genes"], "target": best.get("target"),
+                              "run_id": best.get("run_id"), "state": self.best_state},
+            "compute": dict(self.compute),
+            "logbook": list(self.logbook),
+            "rng": _jsonable(random.getstate()),
+        }
+
+
+BIG = 1e9
+
+
+def _early_val(res: dict | None) -> float:
+    """The last validation loss of an early phase (inf when it failed)."""
+    if not res or failed(res) or not res.get("val_losses"):
+        return INF
+    v = res["val_losses"][-1]
+    return v if v is not None and math.isfinite(v) else INF
+
+
+def _remove(path: str | None) -> None:
+    import os
+    if path and os.path.exists(path):
+        os.remove(path)
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x

@@ -1,0 +1,115 @@
+"""The female population: GP predictors scored by rank agreement on the archive of fully trained models."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from deap import algorithms, tools
+
+from primitives.features import ARCH_FEATURES, CURVE_FEATURES, feature_matrix
+from primitives.fitness import calibrate, holdout_mask, kendall_tau
+from primitives.gp import make_pred_toolbox, tree_from_string
+from primitives.pset import compile_tree, ensure_pred_types, make_pset
+
+MIN_FIT, MIN_HOLDOUT = 3, 2
+
+
+class Females:
+    """Population, toolbox and scoring of the predictor species (pred_*)."""
+
+    def __init__(self, arch_features: bool = False, cxpb: float = 0.5, mutpb: float = 0.3):
+        ensure_pred_types()
+        self.features = tuple(CURVE_FEATURES) + (tuple(ARCH_FEATURES) if arch_features else ())
+        self.pset = make_pset(self.features)
+        self.toolbox = make_pred_toolbox(self.pset)
+        self.cxpb, self.mutpb = cxpb, mutpb
+        self.pop: list = []
+        self._cache: dict[str, object] = {}
+
+    # -- building ---------------------------------------------------------------------------------
+    def init(self, n: int) -> None:
+        self.pop = self.toolbox.population(n)
+
+    def from_strings(self, texts: list[str]) -> list:
+        """Rebuild trees from text through the pset's token whitelist (never evaluates the text)."""
+        from deap import creator
+        return [creator.PredIndividual(tree_from_string(t, self.pset)) for t in texts]
+
+    def compiled(self, ind):
+        key = str(ind)
+        if key not in self._cache:
+            if len(self._cache) > 20000:
+                self._cache.clear()
+            self._cache[key] = compile_tree(ind, self.pset)
+        return self._cache[key]
+
+    def raw(self, ind, records: list[dict]) -> np.ndarray:
+        """Raw predictions (higher = worse final loss) for records holding a `features` dict."""
+        if not records:
+            return np.zeros(0)
+        return self.compiled(ind)(feature_matrix([r["features"] for r in records], self.features))
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def split(self, archive: list[dict]) -> np.ndarray:
+        """Holdout mask over the archive (stable per key); all-fit while the archive is too small."""
+        mask = holdout_mask([r["key"] for r in archive])
+        if mask.sum() < MIN_HOLDOUT or (~mask).sum() < MIN_FIT:
+            return np.zeros(len(archive), dtype=bool)
+        return mask
+
+    def score(self, pop: list, archive: list[dict]) -> None:
+        """fitness = (Kendall tau on the archive's fit part, tree size); holdout tau kept aside."""
+        y = np.array([r["target"] for r in archive])
+        mask = self.split(archive)
+        for ind in pop:
+            p = self.raw(ind, archive)
+            ind.fitness.values = (kendall_tau(p[~mask], y[~mask]), len(ind))
+            ind.holdout_tau = kendall_tau(p[mask], y[mask]) if mask.any() else float("nan")
+
+    @staticmethod
+    def ranked(pop: list) -> list:
+        """Best first: higher fit tau, then smaller tree, then text (deterministic)."""
+        return sorted(pop, key=lambda i: (-i.fitness.values[0], i.fitness.values[1], str(i)))
+
+    def champion(self, top: int = 5):
+        """Among the top females by fit tau, the one that ranks the held-out architectures best."""
+        best = self.ranked(self.pop)[:top]
+        def key(i):
+            h = getattr(i, "holdout_tau", float("nan"))
+            return (-(h if h == h else -2.0), -i.fitness.values[0], i.fitness.values[1], str(i))
+        return sorted(best, key=key)[0]
+
+    def truncate(self, pop: list, mu: int) -> list:
+        """(mu + lambda) replacement: the best mu distinct formulas."""
+        seen, out = set(), []
+        for ind in self.ranked(pop):
+            if str(ind) not in seen:
+                seen.add(str(ind))
+                out.append(ind)
+            if len(out) == mu:
+                break
+        return out
+
+    def evolve(self, archive: list[dict], steps: int, mu: int) -> None:
+        """Run `steps` GP generations on the archive: tournament, varAnd, truncation."""
+        self.score(self.pop, archive)
+        for _ in range(steps):
+            parents = tools.selTournament(self.pop, len(self.pop), tournsize=3)
+            kids = algorithms.varAnd(parents, self.toolbox, self.cxpb, self.mutpb)
+            self.score(kids, archive)
+            self.pop = self.truncate(self.pop + kids, mu)
+
+    def child(self, mother, partner):
+        """A predictor child of a female and a partner female: one-point crossover, then mutation."""
+        a, b = self.toolbox.clone(mother), self.toolbox.clone(partner)
+        if random.random() < 0.9:
+            a, b = self.toolbox.mate(a, b)
+        if random.random() < 0.5:
+            (a,) = self.toolbox.mutate(a)
+        del a.fitness.values
+        return a
+
+    def predict_losses(self, ind, archive: list[dict], records: list[dict]) -> np.ndarray:
+        """Predictions shown as losses: an affine map fitted on the archive (ranking unchanged if a > 0)."""
+        a, b = calibrate(self.raw(ind, archive), np.array([r["target"] for r in archive]))
+        return a * self.raw(ind, records) + b

@@ -1,0 +1,155 @@
+"""The end of a search: the best architecture's numbers, exported predictors, tables and plots."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def best_numbers(search, measure: bool = True) -> dict:
+    """The paper's four numbers for the best fully trained architecture (inference re-measured)."""
+    best = search.state()["best"]
+    if not best or best.get("target") is None or not math.isfinite(best["target"]):
+        return {}
+    rec = search.records[best["key"]]
+    full = rec.get("full") or rec.get("result")
+    out = {"key": best["key"], "genes": rec["genes"], "run_id": rec.get("run_id"),
+           "final_train_loss": full.get("final_train_loss"), "best_val_loss": full.get("best_val_loss"),
+           "best_val_step": full.get("best_val_step"), "final_val_loss": full.get("final_val_loss"),
+           "train_time_s": full.get("wall_time"), "n_params": full.get("n_params"),
+           "train_tokens_per_s": full.get("tokens_per_s")}
+    if measure:
+        out.update(measure_speed(search, rec))
+    return out
+
+
+def measure_speed(search, rec: dict, n_samples: int = 10, new_tokens: int = 500) -> dict:
+    """Paper protocol: 10 samples x 500 tokens at batch 1, temperature 0.8, top-k 200; KV cache and none."""
+    import torch
+
+    from evo.evaluate import token_data
+    from models.gpt import GPT
+    from models.inference import measure_inference
+    from models.train import load_state
+
+    data = token_data(search.cfg.data, search.preset)
+    gpt_cfg, _ = search.preset.configs(rec["genes"], data.vocab_size, device=search.cfg.device)
+    torch.manual_seed(0)
+    model = GPT(gpt_cfg)
+    if search.best_state and Path(search.best_state).exists():
+        model.load_state_dict(load_state(search.best_state).model)
+    torch.set_num_threads(max(1, search.cfg.threads))
+    kw = dict(n_samples=n_samples, new_tokens=new_tokens, device=search.cfg.device)
+    return {"inference_tokens_per_s": measure_inference(model, use_cache=True, **kw),
+            "inference_tokens_per_s_no_cache": measure_inference(model, use_cache=False, **kw)}
+
+
+def results_table(search) -> str:
+    """CSV of every evaluated architecture: genes, role, early loss, prediction, true target, cost."""
+    genes = list(search.preset.gene_names)
+    cols = ["key", "generation", "role", *genes, "n_params", "early_val_loss", "predicted", "best_val_loss",
+            "final_val_loss", "final_train_loss", "flops", "seconds", "diverged", "error", "run_id"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for key, r in search.records.items():
+        early, full = r.get("early") or {}, r.get("full") or (r.get("result") if key == "baseline" else {}) or {}
+        last = full or early
+        ev = (early.get("val_losses") or [None])[-1]
+        w.writerow([key, r["meta"].get("gen"), r["meta"].get("role"), *[r["genes"].get(g) for g in genes],
+                    last.get("n_params"), ev, r.get("predicted"), full.get("best_val_loss"),
+                    full.get("final_val_loss"), full.get("final_train_loss"), last.get("flops"),
+                    (early.get("eval_seconds") or 0) + (full.get("eval_seconds") or 0),
+                    bool(last.get("diverged")), last.get("error") or "", r.get("run_id")])
+    return buf.getvalue()
+
+
+def export_females(search, top: int = 3) -> list[dict]:
+    """The champion and the next best females as export documents (sympy, LaTeX, JSON tree)."""
+    from primitives.export import export_predictor
+
+    if not search.fem or not search.fem.pop:
+        return []
+    champ = search.fem.champion()
+    rest = [f for f in search.fem.ranked(search.fem.pop) if f is not champ][: top - 1]
+    docs = []
+    for rank, ind in enumerate([champ] + rest):
+        meta = {"rank": rank, "fit_kendall_tau": ind.fitness.values[0],
+                "holdout_kendall_tau": getattr(ind, "holdout_tau", None), "archive_size": len(search.archive),
+                "early_frac": search.E / search.F, "early_steps": search.E, "full_steps": search.F,
+                "preset": search.preset.name, "target": "best validation loss over the full budget"}
+        docs.append(export_predictor(ind, search.fem.pset, meta=meta))
+    return docs
+
+
+def plots(search, out_dir: Path) -> list[Path]:
+    """best-so-far vs compute, predicted vs true, and the curves of fully trained architectures."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    order = [r for r in search.records.values() if r.get("full")]
+    if order:
+        flops, best, used, run = [], [], 0.0, math.inf
+        for r in search.records.values():  # evaluation order
+            used += ((r.get("full") or r.get("early") or {}).get("flops") or 0.0)
+            if r.get("target") is not None and math.isfinite(r["target"]):
+                run = min(run, r["target"])
+            if math.isfinite(run):
+                flops.append(used)
+                best.append(run)
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.step(flops, best, where="post")
+        ax.set(xlabel="training FLOPs used", ylabel="best val loss so far", title=f"{search.cfg.mode}: search progress")
+        files.append(_save(fig, out_dir / "best_vs_compute.png"))
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for r in order[:40]:
+            f = r["full"]
+            ax.plot(f["eval_steps"], f["val_losses"], lw=0.8, alpha=0.7)
+        ax.axvline(search.E, color="k", ls=":", lw=0.8)
+        ax.set(xlabel="step", ylabel="val loss", title="fully trained architectures")
+        files.append(_save(fig, out_dir / "val_curves.png"))
+    pts = [(r["predicted"], r["target"]) for r in search.records.values()
+           if r.get("predicted") is not None and r.get("target") is not None and math.isfinite(r["target"])]
+    if pts and search.fem:
+        p, t = np.array(pts).T
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(t, p, s=12)
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+        ax.set(xlabel="true best val loss", ylabel="predicted (calibrated)", title="females' predictions")
+        files.append(_save(fig, out_dir / "predicted_vs_true.png"))
+    return files
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path
+
+
+def write_all(search, tracker, summary: dict) -> list[Path]:
+    """Write artifacts to --out and to the MLflow parent run."""
+    out = search.ckpt.dir
+    files = []
+    (out / "results.csv").write_text(results_table(search))
+    files.append(out / "results.csv")
+    for i, doc in enumerate(export_females(search)):
+        stem = out / f"predictor_{i}"
+        stem.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+        stem.with_suffix(".txt").write_text(f"{doc['sympy']}\n# tree: {doc['tree']}\n")
+        stem.with_suffix(".tex").write_text(doc["latex"] + "\n")
+        files += [stem.with_suffix(s) for s in (".json", ".txt", ".tex")]
+    files += plots(search, out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    files.append(out / "summary.json")
+    for f in files:
+        tracker.log_artifact(f, "predictors" if f.name.startswith("predictor_") else None)
+    return files

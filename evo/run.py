@@ -1,0 +1,164 @@
+"""`python -m evo.run --gens 20`: argv -> Config -> seed_everything -> Tracker -> Search -> summary."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from evo.config import Config, parse_config
+
+
+def seed_everything(seed: int) -> None:
+    """Seed random (DEAP draws from it), numpy and torch."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _Bars:
+    """tqdm bars for generations and evaluations (silent with --no-progress)."""
+
+    def __init__(self, cfg: Config, enabled: bool):
+        self.gen = self.ev = None
+        if enabled:
+            from tqdm.auto import tqdm
+            total = 1 if cfg.mode == "baseline" else cfg.gens + 1
+            self.gen = tqdm(total=total, desc="generations", unit="gen", position=0)
+            self.ev = tqdm(desc="evaluations", unit="eval", position=1, leave=False)
+
+    def on_eval(self, res: dict) -> None:
+        if self.ev is not None:
+            self.ev.update(1)
+            self.ev.set_postfix_str(res["key"])
+
+    def on_generation(self, g: int, row: dict) -> None:
+        if self.gen is not None:
+            post = {"best": f"{row['arch/best_val_loss']:.4f}"}
+            if "pred/kendall_tau" in row:
+                post["tau"] = f"{row['pred/kendall_tau']:.2f}"
+            self.gen.set_postfix(post)
+            self.gen.update(1)
+
+    def close(self) -> None:
+        for b in (self.ev, self.gen):
+            if b is not None:
+                b.close()
+
+
+def main(cfg: Config) -> dict:
+    """Run (or resume) one search; returns the final summary."""
+    from evo.engine import Search
+    from evo.executors import make_executor
+    from evo.report import best_numbers, write_all
+    from evo.tracking import Tracker, killed_status
+
+    seed_everything(cfg.seed)
+    tracker = Tracker(cfg.tracking_uri, cfg.experiment)
+    bars = _Bars(cfg, cfg.progress)
+    with make_executor(cfg) as executor:
+        search = Search(cfg, executor, tracker, on_eval=bars.on_eval, on_generation=bars.on_generation)
+        params = {**dataclasses.asdict(cfg), **{f"preset.{k}": v for k, v in _preset_params(search.preset).items()}}
+        search.ckpt.run_id = tracker.start_search(params, run_name=f"{cfg.mode}-{cfg.preset}-seed{cfg.seed}",
+                                                  run_id=search.ckpt.run_id, tags={"dimorph.mode": cfg.mode})
+        search.ckpt.snapshot(search.state())
+        try:
+            search.run()
+        except KeyboardInterrupt:
+            bars.close()
+            search.ckpt.snapshot(search.state())
+            tracker.finish(None, status=killed_status())
+            print(f"\ninterrupted: checkpoint saved in {search.ckpt.dir}; continue with the same command "
+                  f"plus --resume", file=sys.stderr)
+            raise SystemExit(130)
+        except BaseException:
+            tracker.finish(None, status="FAILED")
+            raise
+        finally:
+            bars.close()
+            search.ckpt.close()
+
+        def finish():
+            summary = _summary(search, tracker, best_numbers(search))
+            summary["files"] = [str(p) for p in write_all(search, tracker, summary)]
+            tracker.finish(summary)
+            return summary
+
+        summary = search._once("finish", finish)
+    print(format_summary(summary))
+    return summary
+
+
+def _preset_params(preset) -> dict:
+    return {k: v for k, v in dataclasses.asdict(preset).items() if k not in ("space", "baseline")} | {
+        "early_steps": preset.early_steps, "baseline": json.dumps(preset.baseline)}
+
+
+def _summary(search, tracker, best: dict) -> dict:
+    cfg = search.cfg
+    champ = search.fem.champion() if search.fem and search.fem.pop else None
+    pred = None
+    if champ is not None:
+        from primitives.export import to_sympy
+        pred = {"tree": str(champ), "sympy": str(to_sympy(champ, search.fem.pset)),
+                "fit_kendall_tau": champ.fitness.values[0], "holdout_kendall_tau": champ.holdout_tau}
+    base = search.records.get("g0-b0") or search.records.get("baseline") or {}
+    return {"mode": cfg.mode, "preset": cfg.preset, "seed": cfg.seed, "gens": cfg.gens,
+            "best": best, "baseline_best_val_loss": base.get("target"), "predictor": pred,
+            "compute": dict(search.compute), "archive_size": len(search.archive),
+            "mlflow": {"run_id": tracker.run_id, "experiment": tracker.experiment, "tracking_uri": tracker.uri},
+            "out_dir": str(search.ckpt.dir)}
+
+
+def _ui_command(uri: str) -> str:
+    if uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}":
+        return "mlflow ui"
+    return f"open {uri}" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+
+
+def format_summary(s: dict) -> str:
+    """The final report printed at the end of a run."""
+    b, lines = s.get("best") or {}, ["", f"== Dimorph {s['mode']} search on {s['preset']} (seed {s['seed']}) =="]
+    if b:
+        genes = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["genes"].items())
+        lines += [f"best architecture {b['key']}: {genes} ({b['n_params']:,} params)",
+                  f"  final train loss {b['final_train_loss']:.4f} | best val loss {b['best_val_loss']:.4f} "
+                  f"(step {b['best_val_step']}) | train time {b['train_time_s']:.1f} s | inference "
+                  f"{b.get('inference_tokens_per_s', float('nan')):.0f} tok/s with KV cache, "
+                  f"{b.get('inference_tokens_per_s_no_cache', float('nan')):.0f} without"]
+    else:
+        lines.append("no architecture finished training (all diverged or failed)")
+    base = s.get("baseline_best_val_loss")
+    if base is not None and s["mode"] != "baseline" and math.isfinite(base):
+        lines.append(f"  the preset's baseline architecture, same budget: best val loss {base:.4f}")
+    if s.get("predictor"):
+        p = s["predictor"]
+        lines += [f"best predictor (Kendall tau {p['fit_kendall_tau']:.3f} on the archive, "
+                  f"{p['holdout_kendall_tau']:.3f} held out): {p['sympy']}"]
+    c = s["compute"]
+    lines += [f"compute: {c['flops']:.3g} training FLOPs, {c['seconds']:.0f} s in evaluations; "
+              f"{c['full_trainings']} full and {c['early_trainings']} early trainings",
+              f"MLflow run {s['mlflow']['run_id']} (experiment '{s['mlflow']['experiment']}'): "
+              f"{_ui_command(s['mlflow']['tracking_uri'])}",
+              f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", []))]
+    return "\n".join(lines)
+
+
+def cli(argv=None) -> int:
+    cfg = parse_config(argv, prog="python -m evo.run")
+    try:
+        main(cfg)
+    except ValueError as e:  # bad input found after parsing (e.g. a foreign checkpoint)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
