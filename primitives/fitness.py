@@ -1,15 +1,17 @@
 """Rank agreement and the female fitness design (fit/holdout split of the archive).
 
 Archives are small (8-60 fully trained architectures), so selecting a population of formulas on
-all of it overfits. The archive is split deterministically by a stable hash of each record's key
-(`holdout_mask`): membership never changes as the archive grows. A female's fitness is
-(Kendall tau on the FIT part, tree size): tau up, size down (creator.PredFitness). The holdout
-tau is reported by `score_predictions` and chooses the champion among the top females
-(`pick_champion`). Tau is scale-free; `calibrate` maps predictions to losses for display.
+all of it overfits. The archive is split deterministically by a stable hash (sha256) of each
+record's key (`holdout_mask`): membership never changes as the archive grows. A female's
+fitness is (Kendall tau on the FIT part, tree size): tau up, size down (creator.PredFitness). The
+holdout tau is reported by `score_predictions` and chooses the champion among the top females
+(`pick_champion`). A part with fewer than two records has tau 0.0 (undefined), so with a tiny
+archive the engine may fall back to tau_all. Tau is scale-free; `calibrate` maps predictions to
+losses for display.
 """
 from __future__ import annotations
 
-import zlib
+import hashlib
 from typing import Sequence
 
 import numpy as np
@@ -69,13 +71,20 @@ def spearman(x, y) -> float:
 
 
 def holdout_mask(keys: Sequence[str], frac: float = 1 / 3) -> np.ndarray:
-    """True for records in the holdout part: crc32(key) / 2**32 < frac (stable across runs)."""
+    """True for records in the holdout part: u(key) < frac, u a stable hash of the key in [0, 1)."""
     if not 0.0 <= frac < 1.0:
         raise ValueError(f"frac must be in [0, 1), got {frac!r}")
     for k in keys:
         if not isinstance(k, str):
             raise ValueError(f"keys must be strings, got {k!r}")
-    return np.array([zlib.crc32(k.encode("utf-8")) / 2 ** 32 < frac for k in keys], dtype=bool)
+    # sha256 rather than crc32: crc32 is linear, so similar keys ("arch-1", "arch-2") cluster
+    return np.array([_unit_hash(k) < frac for k in keys], dtype=bool)
+
+
+def _unit_hash(key: str) -> float:
+    """Stable hash of a string, uniform in [0, 1) (the same on every machine and run)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
 
 
 def score_predictions(pred, target, split: np.ndarray | None = None) -> dict:
