@@ -58,7 +58,8 @@ def sympy_callable(expr: sympy.Expr, features: Sequence[str]):
 
 def used_features(tree, pset: gp.PrimitiveSet) -> list[str]:
     """The pset features that appear in the tree, in pset order."""
-    names = {node.name for node in tree if isinstance(node, gp.Terminal)}
+    # an argument terminal keeps name "ARGi" after renameArguments; its value is the new name
+    names = {node.value for node in tree if isinstance(node, gp.Terminal)}
     return [a for a in pset.arguments if a in names]
 
 

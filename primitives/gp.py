@@ -58,13 +58,15 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
-    """(kind, token) pairs; ValueError on any character sequence that is no allowed token."""
+def _tokens(text: str, names) -> list[tuple[str, str]]:
+    """(kind, token) pairs; ValueError at the first token that is not allowed, in text order."""
     out, pos = [], 0
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
             raise ValueError(f"tree text: bad token {text[pos:pos + 20]!r} at position {pos}")
+        if m.lastgroup == "name" and m.group() not in names:
+            raise ValueError(f"tree text: unknown name {m.group()!r} at position {pos}")
         if m.lastgroup != "space":
             out.append((m.lastgroup, m.group()))
         pos = m.end()
@@ -85,10 +87,8 @@ def tree_from_string(text: str, pset: gp.PrimitiveSet) -> gp.PrimitiveTree:
     """Parse str(tree) text back into a tree, accepting only the pset's names and numbers."""
     if not isinstance(text, str):
         raise ValueError(f"tree text must be a string, got {type(text).__name__}")
-    toks = _tokens(text)
-    for kind, tok in toks:  # whitelist every token before building anything
-        if kind == "name" and (tok not in pset.mapping or tok == EPHEMERAL_NAME):
-            raise ValueError(f"tree text: unknown name {tok!r}")
+    # whitelist every token before building anything: primitive and argument names only
+    toks = _tokens(text, set(pset.mapping) - {EPHEMERAL_NAME})
     nodes, pos = [], 0
 
     def expect(tok: str) -> None:
