@@ -63,6 +63,10 @@ class Config:
     """start a local Dask cluster with this many workers"""
     retries: int = 2
     """times a crashed evaluation is retried before it is recorded as failed"""
+    inference_samples: int = 10
+    """samples in the final inference-speed measurement (paper protocol: 10)"""
+    inference_tokens: int = 500
+    """new tokens per sample in that measurement (paper protocol: 500)"""
     progress: bool = True
     """show progress bars"""
 
@@ -93,6 +97,8 @@ class Config:
         need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         need(self.workers_per_gpu >= 1, f"workers_per_gpu must be >= 1, got {self.workers_per_gpu}")
         need(self.dask_local >= 0, f"dask_local must be >= 0, got {self.dask_local}")
+        need(self.inference_samples >= 1, f"inference_samples must be >= 1, got {self.inference_samples}")
+        need(self.inference_tokens >= 1, f"inference_tokens must be >= 1, got {self.inference_tokens}")
         need(self.retries >= 0, f"retries must be >= 0, got {self.retries}")
         need(not (self.dask_scheduler and self.dask_local),
              "give either --dask-scheduler or --dask-local, not both")
@@ -109,7 +115,8 @@ class Config:
     def search_fields(self) -> dict:
         """The fields that define the search's results (a resumed run must match them)."""
         skip = {"resume", "progress", "workers", "workers_per_gpu", "dask_scheduler", "dask_local",
-                "tracking_uri", "out", "retries", "experiment", "data", "device"}
+                "tracking_uri", "out", "retries", "experiment", "data", "device", "inference_samples",
+                "inference_tokens"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 

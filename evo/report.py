@@ -23,7 +23,7 @@ def best_numbers(search, measure: bool = True) -> dict:
            "train_time_s": full.get("wall_time"), "n_params": full.get("n_params"),
            "train_tokens_per_s": full.get("tokens_per_s")}
     if measure:
-        out.update(measure_speed(search, rec))
+        out.update(measure_speed(search, rec, search.cfg.inference_samples, search.cfg.inference_tokens))
     return out
 
 

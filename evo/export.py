@@ -1,0 +1,86 @@
+"""`python -m evo.export`: the best predictors of a search as sympy text, LaTeX and loadable JSON.
+
+From a checkpoint folder (re-scored on its archive) or from an MLflow run id (its logged exports).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def from_checkpoint(path: str, top: int = 3) -> list[dict]:
+    """Re-score the checkpoint's females on its archive and export the best `top`."""
+    from evo.checkpoint import read_snapshot
+    from evo.females import Females
+    from primitives.export import export_predictor
+    from primitives.features import ARCH_FEATURES
+
+    snap = read_snapshot(path)
+    if not snap.get("females"):
+        raise ValueError(f"checkpoint {path} holds no predictors (mode {snap['search'].get('mode')!r})")
+    fem = Females(arch_features=any(f in ARCH_FEATURES for f in snap["female_features"]))
+    if list(fem.features) != snap["female_features"]:
+        raise ValueError(f"checkpoint features {snap['female_features']} differ from this version's {list(fem.features)}")
+    fem.pop = fem.from_strings(snap["females"])
+    archive = [a for a in snap["archive"] if a.get("features") is not None]
+    fem.score(fem.pop, archive)
+    champ = fem.champion()
+    ranked = [champ] + [f for f in fem.ranked(fem.pop) if f is not champ][: top - 1]
+    s = snap["search"]
+    return [export_predictor(ind, fem.pset, meta={
+        "rank": i, "fit_kendall_tau": ind.fitness.values[0], "holdout_kendall_tau": ind.holdout_tau,
+        "archive_size": len(archive), "preset": s.get("preset"), "seed": s.get("seed"), "source": str(path)})
+        for i, ind in enumerate(ranked)]
+
+
+def from_run(run_id: str, tracking_uri: str | None = None) -> list[dict]:
+    """The predictor exports logged on an MLflow search run."""
+    import tempfile
+
+    from evo.tracking import Tracker
+
+    client = Tracker(tracking_uri, experiment="dimorph").client
+    files = sorted(a.path for a in client.list_artifacts(run_id, "predictors") if a.path.endswith(".json"))
+    if not files:
+        raise ValueError(f"run {run_id} has no predictor exports (artifact folder 'predictors/')")
+    with tempfile.TemporaryDirectory() as tmp:
+        return [json.loads(Path(client.download_artifacts(run_id, f, tmp)).read_text()) for f in files]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m evo.export", description=__doc__.split("\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a search's --out folder (or its checkpoint.json)")
+    src.add_argument("--run-id", help="an MLflow search run id")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (with --run-id)")
+    ap.add_argument("--top", type=int, default=3, help="how many predictors (default 3)")
+    ap.add_argument("--out", default=None, help="folder to write predictor_<i>.json/.txt/.tex into")
+    args = ap.parse_args(argv)
+    if args.top < 1:
+        ap.error(f"--top must be >= 1, got {args.top}")
+    try:
+        docs = from_checkpoint(args.checkpoint, args.top) if args.checkpoint else from_run(args.run_id, args.tracking_uri)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for i, doc in enumerate(docs[: args.top]):
+        m = doc.get("meta", {})
+        print(f"[{i}] tau {m.get('fit_kendall_tau', float('nan')):.3f} (held out "
+              f"{m.get('holdout_kendall_tau') if m.get('holdout_kendall_tau') is not None else float('nan'):.3f}), "
+              f"features {', '.join(doc['features'])}")
+        print(f"    sympy: {doc['sympy']}\n    latex: {doc['latex']}")
+        if args.out:
+            stem = Path(args.out) / f"predictor_{i}"
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            stem.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+            stem.with_suffix(".txt").write_text(doc["sympy"] + "\n")
+            stem.with_suffix(".tex").write_text(doc["latex"] + "\n")
+    if args.out:
+        print(f"written to {args.out}/predictor_<i>.json (load with evo.predict --formula)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
