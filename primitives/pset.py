@@ -107,10 +107,10 @@ SYMPY_OPS: dict[str, Callable] = {
     "protected_div": lambda a, b: ProtectedDiv(a, b),
     "neg": lambda a: -a,
     "plog": lambda a: sympy.log(sympy.Abs(a) + sympy.Float(EPS)),
-    "pexp": lambda a: sympy.exp(sympy.Min(a, sympy.Integer(int(EXP_MAX)))),
+    "pexp": lambda a: sympy.exp(sympy.Min(a, sympy.Integer(int(EXP_MAX)), evaluate=False)),
     "psqrt": lambda a: sympy.sqrt(sympy.Abs(a)),
-    "pmin": lambda a, b: sympy.Min(a, b),
-    "pmax": lambda a, b: sympy.Max(a, b),
+    "pmin": lambda a, b: sympy.Min(a, b, evaluate=False),
+    "pmax": lambda a, b: sympy.Max(a, b, evaluate=False),
 }
 # module mapping for sympy.lambdify of an exported expression (Min/Max print as numpy reduce)
 LAMBDIFY_MODULES = [{"ProtectedDiv": protected_div}, "numpy"]

@@ -3,13 +3,14 @@ import random
 
 import numpy as np
 import pytest
+import sympy
 from deap import gp
 
 from primitives.export import (export_predictor, load_predictor, simplify_expr,
                                sympy_callable, to_sympy)
 from primitives.features import CURVE_FEATURES
 from primitives.gp import tree_from_string
-from primitives.pset import compile_tree, finite_predictions, make_pset
+from primitives.pset import SYMPY_OPS, compile_tree, finite_predictions, make_pset
 
 NAMES = list(CURVE_FEATURES)
 
@@ -38,6 +39,14 @@ def test_round_trip_500_random_trees(pset):
         loaded = tree_from_string(str(tree), pset)
         assert str(loaded) == str(tree)
         np.testing.assert_array_equal(compile_tree(loaded, pset)(X), want)
+
+
+def test_to_sympy_equals_sympify_of_tree_text(pset):
+    random.seed(2)
+    symbols = {n: sympy.Symbol(n, real=True) for n in NAMES}
+    for _ in range(20):
+        tree = gp.PrimitiveTree(gp.genHalfAndHalf(pset, min_=1, max_=4))
+        assert to_sympy(tree, pset) == sympy.sympify(str(tree), locals={**symbols, **SYMPY_OPS})
 
 
 def test_simplified_export_and_loaded_predictor_agree(pset, tmp_path):
