@@ -13,7 +13,6 @@ import io
 import json
 import math
 import sys
-from collections import defaultdict
 
 import numpy as np
 

@@ -95,11 +95,14 @@ class ProtectedDiv(sympy.Function):
 
     @classmethod
     def eval(cls, a, b):
+        """a / b (or 1) when b is a number; None keeps the call symbolic."""
         if b.is_Number:
             return sympy.Integer(1) if abs(float(b)) < DIV_EPS else a / b
         return None
 
 
+# Min/Max are built unevaluated: sympy's eager Min/Max comparisons cost ~25 ms a call; the
+# simplify step of export_predictor still collapses them on small trees.
 SYMPY_OPS: dict[str, Callable] = {
     "add": lambda a, b: a + b,
     "sub": lambda a, b: a - b,
