@@ -33,6 +33,8 @@ class Config:
     """random architectures fully trained in generation 0 (the archive's seed)"""
     pred_steps: int = 5
     """GP generations the females run on the archive each generation (scoring is cheap)"""
+    budget_flops: float | None = None
+    """stop starting new generations once this many training FLOPs are spent (equal-compute comparisons)"""
     early_frac: float | None = None
     """early budget as a fraction of the full budget (None: the preset's)"""
     full_steps: int | None = None
@@ -89,6 +91,8 @@ class Config:
              f"promote + promote_random ({self.promote} + {self.promote_random}) must not exceed "
              f"offspring ({self.offspring})")
         need(self.bootstrap >= 3, f"bootstrap must be >= 3 (females need an archive to rank), got {self.bootstrap}")
+        need(self.budget_flops is None or self.budget_flops > 0,
+             f"budget_flops must be > 0, got {self.budget_flops}")
         need(self.pred_steps >= 0, f"pred_steps must be >= 0, got {self.pred_steps}")
         need(self.early_frac is None or 0.0 < self.early_frac < 1.0,
              f"early_frac must be in (0, 1), got {self.early_frac}")

@@ -15,7 +15,7 @@ from evo.checkpoint import Checkpoint
 from evo.config import Config
 from evo.evaluate import EvalTask, failed
 from evo.females import Females
-from evo.genome import decode, eval_seed, from_genes, make_arch_toolbox
+from evo.genome import decode, eval_seed, from_genes, genes_key, make_arch_toolbox
 from models.presets import Preset, get_preset
 from primitives.features import curve_features
 
@@ -140,6 +140,9 @@ class Search:
         self.records[key] = rec
         return rec
 
+    def _seen(self) -> set[str]:
+        return {genes_key(r["genes"]) for r in self.records.values()}
+
     def _early(self, keys: list[str]) -> None:
         self._run([self._task(k, self.records[k]["genes"], self.E, "early") for k in keys])
 
@@ -159,6 +162,8 @@ class Search:
             return self.state()
         self._generation0()
         for g in range(1, self.cfg.gens + 1):
+            if self.cfg.budget_flops and self.compute["flops"] >= self.cfg.budget_flops:
+                break
             self._generation(g)
         return self.state()
 
@@ -205,6 +210,10 @@ class Search:
                 if random.random() < 0.9:
                     tb.mate(child, other)
                 tb.mutate(child)
+                for _ in range(20):  # an architecture already evaluated would only cost compute twice
+                    if genes_key(decode(child, self.preset)) not in self._seen():
+                        break
+                    tb.mutate(child)
                 del child.fitness.values
                 parents = [mother.key, partner.key]
             if self.fem:  # the pair is a lineage: the i-th male with the i-th female

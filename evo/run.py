@@ -6,6 +6,7 @@ import json
 import math
 import random
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ def main(cfg: Config) -> dict:
     from evo.report import best_numbers, write_all
     from evo.tracking import Tracker, killed_status
 
+    t_start = time.perf_counter()
     seed_everything(cfg.seed)
     tracker = Tracker(cfg.tracking_uri, cfg.experiment)
     bars = _Bars(cfg, cfg.progress)
@@ -85,7 +87,13 @@ def main(cfg: Config) -> dict:
             search.ckpt.close()
 
         def finish():
-            summary = _summary(search, tracker, best_numbers(search))
+            t_inf = time.perf_counter()
+            best = best_numbers(search)
+            t_inf = time.perf_counter() - t_inf
+            summary = _summary(search, tracker, best)
+            wall = time.perf_counter() - t_start - t_inf
+            summary["timing"] = {"search_wall_s": wall, "inference_measure_s": t_inf,
+                                 "outside_training_frac": max(0.0, 1 - search.compute["seconds"] / wall)}
             summary["files"] = [str(p) for p in write_all(search, tracker, summary)]
             tracker.finish(summary)
             return summary
@@ -141,9 +149,12 @@ def format_summary(s: dict) -> str:
         p = s["predictor"]
         lines += [f"best predictor (Kendall tau {p['fit_kendall_tau']:.3f} on the archive, "
                   f"{p['holdout_kendall_tau']:.3f} held out): {p['sympy']}"]
-    c = s["compute"]
+    c, t = s["compute"], s.get("timing", {})
     lines += [f"compute: {c['flops']:.3g} training FLOPs, {c['seconds']:.0f} s in evaluations; "
               f"{c['full_trainings']} full and {c['early_trainings']} early trainings",
+              f"wall time {t.get('search_wall_s', float('nan')):.0f} s ("
+              f"{100 * t.get('outside_training_frac', float('nan')):.1f}% outside training) + "
+              f"{t.get('inference_measure_s', float('nan')):.0f} s measuring inference speed",
               f"MLflow run {s['mlflow']['run_id']} (experiment '{s['mlflow']['experiment']}'): "
               f"{_ui_command(s['mlflow']['tracking_uri'])}",
               f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", []))]
