@@ -1,0 +1,272 @@
+"""Peer search methods at the same training-FLOPs budget as the engine's modes.
+
+random: sample, train to the full budget, keep the best. asha: Optuna's SuccessiveHalvingPruner
+over the same unit cube, trials trained in rungs that continue from saved states. evolution:
+regularised (aging) evolution, Real et al. 2019 (arXiv:1802.01548), with the males' mutation. All
+use the preset's space, the trainer through the executor, and one MLflow child run per architecture.
+A method starts a new training only while the compute used is below the budget, so it stops within
+the budget plus one training. Every finished training is journaled; a rerun replays it.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+
+import numpy as np
+
+from evo.checkpoint import Checkpoint
+from evo.config import Config
+from evo.engine import search_preset
+from evo.evaluate import EvalTask, failed
+from evo.genome import decode, eval_seed, genes_key, make_arch_toolbox
+
+PEERS = ("random", "asha", "evolution")
+INF = float("inf")
+
+
+class PeerSearch:
+    """Shared plumbing: journaled trainings, compute, MLflow logging, the best architecture."""
+
+    def __init__(self, cfg: Config, method: str, executor, tracker, **opts):
+        if method not in PEERS:
+            raise ValueError(f"peer method must be one of {', '.join(PEERS)}, got {method!r}")
+        self.cfg, self.method, self.executor, self.tracker, self.opts = cfg, method, executor, tracker, opts
+        self.preset = search_preset(cfg)
+        self.E, self.F = self.preset.early_steps, self.preset.full_steps
+        search = {k: v for k, v in cfg.search_fields().items()
+                  if k in ("preset", "seed", "budget_flops", "early_frac", "full_steps", "threads")}
+        self.resumed = (cfg.out_dir / "checkpoint.json").exists()
+        self.ckpt = Checkpoint(cfg.out_dir, {**search, "method": method, **opts}, resume=self.resumed)
+        self.records: dict[str, dict] = {}
+        self.compute = {"flops": 0.0, "seconds": 0.0, "trainings": 0, "full_trainings": 0}
+        self.history: list[dict] = []  # after each training: compute used, best target so far
+        self.best_state: str | None = None
+
+    @property
+    def budget(self) -> float:
+        return self.cfg.budget_flops or INF
+
+    def spent(self) -> bool:
+        """True once the budget is used up: no new training starts."""
+        return self.compute["flops"] >= self.budget
+
+    def _once(self, event_id: str, fn):
+        if event_id in self.ckpt:
+            return self.ckpt.get(event_id)
+        value = fn()
+        self.ckpt.record(event_id, value)
+        return value
+
+    def train(self, key: str, genes: dict, steps: int, role: str, parents=()) -> dict:
+        """Train `key` up to `steps` (continuing from its last state); journaled and logged once."""
+        rec = self.records.setdefault(key, {"key": key, "genes": genes, "meta": {"role": role, "parents": list(parents)}})
+        prev = rec.get("result")
+        start = prev["steps"] if prev else 0
+        load = self.ckpt.state_path(f"{key}/s{start}") if prev else None
+        task = EvalTask(key=f"{key}/s{steps}", genes=genes, preset=self.preset, steps=steps,
+                        seed=eval_seed(self.cfg.seed, genes), data=self.cfg.data, device=self.cfg.device,
+                        threads=self.cfg.threads, load_state=load, save_state=self.ckpt.state_path(f"{key}/s{steps}"),
+                        phase="straight" if not prev and steps == self.F else "early" if steps < self.F else "full")
+        res = self._once("eval/" + task.key, lambda: next(iter(self.executor.run([task]))))
+        self.compute["flops"] += 0.0 if res.get("error") else res.get("flops", 0.0) - (prev or {}).get("flops", 0.0)
+        self.compute["seconds"] += res.get("eval_seconds", 0.0)
+        self.compute["trainings"] += 1
+        rec["result"] = res
+        _remove(load)
+        if steps == self.F and not failed(res):
+            self.compute["full_trainings"] += 1
+            rec["full"], rec["target"] = res, res["best_val_loss"]
+        elif failed(res):
+            rec["target"] = INF
+        self._keep_best_state(rec, task)
+        self._log(rec, res, start)
+        best = self.best()
+        self.history.append({"flops": self.compute["flops"], "best_val_loss": best["target"] if best else INF,
+                             "full_trainings": self.compute["full_trainings"]})
+        n = self.compute["trainings"]
+        self._once(f"gen/{n}", lambda: self.tracker.log_generation(n, {
+            "arch/best_val_loss": self.history[-1]["best_val_loss"], "cost/flops": self.compute["flops"],
+            "cost/seconds": self.compute["seconds"], "cost/full_trainings": self.compute["full_trainings"]}) or True)
+        self.ckpt.snapshot(self.state())
+        return res
+
+    def _keep_best_state(self, rec: dict, task: EvalTask) -> None:
+        """Keep the final state of the best fully trained architecture; drop beaten and spent ones."""
+        if task.steps < self.F and not failed(rec["result"]):
+            return  # a rung state: the next rung continues from it
+        if self.best() is rec and rec.get("full"):
+            _remove(self.best_state if self.best_state != task.save_state else None)
+            self.best_state = task.save_state
+        else:
+            _remove(task.save_state)
+
+    def _log(self, rec: dict, res: dict, start: int) -> None:
+        def write():
+            metrics = {"cost/flops": res.get("flops"), "cost/seconds": res.get("eval_seconds"),
+                       "arch/n_params": res.get("n_params"), "perf/train_tokens_per_s": res.get("tokens_per_s"),
+                       "arch/best_val_loss": res.get("best_val_loss"), "arch/final_val_loss": res.get("final_val_loss"),
+                       "arch/final_train_loss": res.get("final_train_loss")}
+            params = {**{f"gene/{k}": v for k, v in rec["genes"].items()},
+                      "seed": eval_seed(self.cfg.seed, rec["genes"])} if start == 0 else {}
+            tags = {"dimorph.role": rec["meta"]["role"], "dimorph.parents": ",".join(rec["meta"]["parents"]),
+                    "dimorph.method": self.method, "dimorph.steps": res.get("steps"),
+                    "dimorph.diverged": bool(res.get("diverged")), "dimorph.error": (res.get("error") or "")[:250]}
+            run_id = rec.get("run_id") or (self.tracker.find_child(rec["key"]) if self.resumed else None)
+            return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id,
+                                               first_step=start + 1 if start else 0)
+        rec["run_id"] = self._once(f"log/{rec['key']}/s{res.get('steps')}", write)
+
+    def best(self) -> dict | None:
+        """The fully trained architecture with the lowest best val loss (ties: first trained)."""
+        done = [r for r in self.records.values() if r.get("full") and math.isfinite(r.get("target", INF))]
+        return min(done, key=lambda r: r["target"], default=None)
+
+    def state(self) -> dict:
+        """JSON-able snapshot: records, compute, history and the best architecture."""
+        best = self.best()
+        return {"method": self.method, "compute": dict(self.compute), "history": self.history,
+                "records": [{"key": r["key"], "genes": r["genes"], "target": r.get("target"),
+                             "steps": (r.get("result") or {}).get("steps"), "role": r["meta"]["role"]}
+                            for r in self.records.values()],
+                "best": best and {"key": best["key"], "genes": best["genes"], "target": best["target"],
+                                  "run_id": best.get("run_id"), "state": self.best_state}}
+
+    def key(self) -> str:
+        return f"{self.method[0]}{len(self.records):04d}"
+
+    def run(self) -> None:
+        """Search until the budget is spent (replaying journaled trainings)."""
+        random.seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed % 2**32)
+        {"random": self._random, "asha": self._asha, "evolution": self._evolution}[self.method]()
+
+    # -- the three methods ------------------------------------------------------------------------------
+    def _random(self) -> None:
+        rng = random.Random(self.cfg.seed)
+        first = True
+        while not self.spent():
+            genes = dict(self.preset.baseline) if first else self.preset.sample(rng)
+            self.train(self.key(), genes, self.F, "baseline" if first else "random")
+            first = False
+
+    def _evolution(self) -> None:
+        P, S = self.opts.get("population", 8), self.opts.get("sample", 3)
+        tb = make_arch_toolbox(self.preset)  # bounded polynomial mutation, as the males
+        pop: deque = deque()
+        seen: set[str] = set()
+
+        def add(u, role, parents=()):
+            key, genes = self.key(), decode(u, self.preset)
+            seen.add(genes_key(genes))
+            self.train(key, genes, self.F, role, parents)
+            pop.append((key, u))
+            if len(pop) > P:
+                pop.popleft()  # aging: the oldest dies, not the worst
+
+        add(self.preset.encode(self.preset.baseline), "baseline")
+        while not self.spent() and len(pop) < P:
+            add(tb.individual(), "init")
+        while not self.spent():
+            sample = random.sample(list(pop), min(S, len(pop)))
+            pkey, parent = min(sample, key=lambda kv: (self.records[kv[0]].get("target", INF), kv[0]))
+            child = tb.clone(parent)
+            for _ in range(20):  # re-mutate a child that decodes to an architecture already trained
+                tb.mutate(child)
+                if genes_key(decode(child, self.preset)) not in seen:
+                    break
+            add(list(child), "child", [pkey])
+
+    def rungs(self) -> list[int]:
+        """ASHA's rung budgets: min_resource * eta^k below the full budget, then the full budget."""
+        eta, r = self.opts.get("reduction_factor", 3), self.opts.get("min_resource") or self.E
+        out = []
+        while r < self.F:
+            out.append(int(r))
+            r *= eta
+        return out + [self.F]
+
+    def _asha(self) -> None:
+        import optuna
+        from optuna.trial import TrialState
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler_name = self.opts.get("sampler", "tpe")
+        sampler = (optuna.samplers.TPESampler(seed=self.cfg.seed) if sampler_name == "tpe"
+                   else optuna.samplers.RandomSampler(seed=self.cfg.seed))
+        pruner = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=self.rungs()[0], reduction_factor=self.opts.get("reduction_factor", 3))
+        study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+        names = self.preset.gene_names
+        study.enqueue_trial({f"u_{n}": u for n, u in zip(names, self.preset.encode(self.preset.baseline))})
+        while not self.spent():
+            trial = study.ask()
+            genes = decode([trial.suggest_float(f"u_{n}", 0.0, 1.0) for n in names], self.preset)
+            key, reported, outcome = self.key(), 0, None
+            for r in self.rungs():
+                if self.spent():
+                    break
+                res = self.train(key, genes, r, "baseline" if trial.number == 0 else "trial")
+                if failed(res):
+                    outcome = TrialState.FAIL
+                    break
+                for s, v in zip(res["eval_steps"], res["val_losses"]):
+                    if s > reported:
+                        trial.report(v, s)
+                        reported = s
+                if r < self.F and trial.should_prune():
+                    outcome = TrialState.PRUNED
+                    self._mark_pruned(self.records[key], r)
+                    break
+            if outcome is not None:
+                study.tell(trial, state=outcome)
+            elif key in self.records and self.records[key].get("full"):
+                study.tell(trial, self.records[key]["target"])
+            else:  # the budget ran out inside this trial
+                _remove(self.ckpt.state_path(f"{key}/s{self.records[key]['result']['steps']}") if key in self.records else None)
+                study.tell(trial, state=TrialState.FAIL)
+
+
+    def _mark_pruned(self, rec: dict, steps: int) -> None:
+        rec["meta"]["role"] = f"pruned@{steps}"
+        _remove(self.ckpt.state_path(f"{rec['key']}/s{steps}"))
+        self._once(f"prune/{rec['key']}", lambda: self.tracker.log_evaluation(
+            rec["key"], {}, {}, {"dimorph.role": rec["meta"]["role"]}, {}, run_id=rec["run_id"]))
+        self.ckpt.snapshot(self.state())
+
+
+def run_peer(cfg: Config, method: str, tracker, executor, **opts) -> dict:
+    """Run (or resume) one peer search; returns its summary (same layout as evo.run's)."""
+    from evo.report import best_numbers
+
+    search = PeerSearch(cfg, method, executor, tracker, **opts)
+    params = {"mode": method, "preset": cfg.preset, "seed": cfg.seed, "budget_flops": cfg.budget_flops,
+              "preset.full_steps": search.F, "preset.early_steps": search.E, "data": cfg.data,
+              **{f"peer.{k}": v for k, v in opts.items()}}
+    search.ckpt.run_id = tracker.start_search(params, run_name=f"{method}-{cfg.preset}-seed{cfg.seed}",
+                                              run_id=search.ckpt.run_id, tags={"dimorph.mode": method})
+    search.ckpt.snapshot(search.state())
+    try:
+        search.run()
+    except BaseException:
+        search.ckpt.close()
+        tracker.finish(None, status="FAILED")
+        raise
+
+    def finish():
+        summary = {"mode": method, "preset": cfg.preset, "seed": cfg.seed, "best": best_numbers(search),
+                   "compute": dict(search.compute), "history": search.history, "options": opts,
+                   "mlflow": {"run_id": tracker.run_id, "experiment": tracker.experiment, "tracking_uri": tracker.uri},
+                   "out_dir": str(search.ckpt.dir)}
+        tracker.finish(summary)
+        return summary
+
+    summary = search._once("finish", finish)
+    search.ckpt.close()
+    return summary
+
+
+def _remove(path: str | None) -> None:
+    import os
+    if path and os.path.exists(path):
+        os.remove(path)
