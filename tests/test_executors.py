@@ -166,3 +166,32 @@ def test_dask_needs_one_of_address_or_workers():
 
     with pytest.raises(ValueError, match="address=None, local_workers=0"):
         DaskExecutor()
+
+
+@pytest.mark.slow
+def test_real_evaluation_is_the_same_everywhere(dask_ex, shakespeare_path, tmp_path):
+    import random
+
+    from evo.evaluate import EvalTask, evaluate
+    from models.presets import get_preset
+
+    data = tmp_path / "small.txt"  # a short corpus: each worker loads it once
+    data.write_text(shakespeare_path.read_text()[:40_000])
+    p = dataclasses.replace(get_preset("tiny"), full_steps=20, train_tokens=5000)
+    genes = [p.baseline] + [p.sample(random.Random(s)) for s in range(2)]
+    ts = [EvalTask(key=f"e{i}", genes=g, preset=p, steps=4, seed=7 + i, data=str(data))
+          for i, g in enumerate(genes)]
+    clock = {"wall_time", "eval_seconds", "tokens_per_s"}
+
+    def strip(results):
+        return {k: {f: v for f, v in r.items() if f not in clock} for k, r in by_key(results).items()}
+
+    serial = strip(SerialExecutor().run(ts))
+    assert all(r["error"] is None and len(r["train_losses"]) == 4 for r in serial.values())
+    with ProcessExecutor(2) as ex:
+        assert strip(ex.run(ts)) == serial
+    dask_ex.fn = evaluate
+    try:
+        assert strip(dask_ex.run(ts)) == serial
+    finally:
+        dask_ex.fn = fake_eval
