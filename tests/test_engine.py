@@ -188,3 +188,21 @@ def test_foreign_or_corrupt_checkpoint_is_refused(tmp_path, shakespeare_path):
     fresh = fast_config(tmp_path, shakespeare_path, gens=1)
     with pytest.raises(CheckpointError, match="--resume"):
         main(fresh)
+
+
+def test_export_from_checkpoint_and_run_id(combined, tmp_path, capsys):
+    from evo.export import main as export_main
+    from primitives.export import load_predictor
+    cfg, summary = combined
+    assert export_main(["--checkpoint", str(cfg.out_dir), "--top", "2", "--out", str(tmp_path / "a")]) == 0
+    docs = [json.loads((tmp_path / "a" / f"predictor_{i}.json").read_text()) for i in range(2)]
+    assert docs[0]["tree"] == summary["predictor"]["tree"]  # re-scoring finds the same champion
+    assert export_main(["--run-id", summary["mlflow"]["run_id"], "--tracking-uri", cfg.tracking_uri,
+                        "--out", str(tmp_path / "b")]) == 0
+    logged = json.loads((tmp_path / "b" / "predictor_0.json").read_text())
+    assert logged["tree"] == docs[0]["tree"] and logged["sympy"] == docs[0]["sympy"]
+    pred = load_predictor(tmp_path / "b" / "predictor_0.json")
+    feats = {f: 1.0 + 0.1 * i for i, f in enumerate(pred.features)}
+    assert pred(feats) == pytest.approx(load_predictor(docs[0])(feats), rel=1e-12)
+    assert "sympy:" in capsys.readouterr().out
+    assert export_main(["--checkpoint", str(tmp_path / "missing")]) == 2
