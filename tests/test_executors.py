@@ -1,6 +1,5 @@
 """Executors: same results whatever runs them; a dead worker costs a retry, never the batch."""
 import dataclasses
-import signal
 from collections import Counter
 
 import pytest
