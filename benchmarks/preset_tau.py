@@ -73,8 +73,13 @@ def main():
     rng = random.Random(a.seed)
     jobs = [(preset, preset.sample(rng), a.seed * 1000 + i, a.data) for i in range(a.n)]
     t0 = time.perf_counter()
+    print(f"{'arch':>4} {'params':>7} {'early_val':>9} {'best_val':>8} {'@step':>5} {'final_val':>9} {'s':>6}")
+    rows = []
     with ProcessPoolExecutor(a.jobs) as ex:
-        rows = list(ex.map(_run, jobs))
+        for i, r in enumerate(ex.map(_run, jobs)):
+            rows.append(r)
+            print(f"{i:>4} {r['n_params']:>7} {r['early_val']:>9.4f} {r['best_val']:>8.4f} "
+                  f"{r['best_val_step']:>5} {r['final_val']:>9.4f} {r['wall_time']:>6.2f}", flush=True)
     ok = [r for r in rows if not r["diverged"]]
     col = {k: [r[k] for r in ok] for k in ("early_val", "early_train_sum", "n_params", "best_val", "final_val")}
     n_params_neg = [-x for x in col["n_params"]]  # bigger model, lower loss expected
@@ -89,10 +94,6 @@ def main():
                    n=a.n, seed=a.seed, jobs=a.jobs, diverged=len(rows) - len(ok), taus=taus,
                    mean_s_per_full=statistics.mean(secs), max_s_per_full=max(secs),
                    total_s=time.perf_counter() - t0, overrides=a.set, rows=rows)
-    print(f"{'arch':>4} {'params':>7} {'early_val':>9} {'best_val':>8} {'@step':>5} {'final_val':>9} {'s':>6}")
-    for i, r in enumerate(rows):
-        print(f"{i:>4} {r['n_params']:>7} {r['early_val']:>9.4f} {r['best_val']:>8.4f} "
-              f"{r['best_val_step']:>5} {r['final_val']:>9.4f} {r['wall_time']:>6.2f}")
     for k, v in taus.items():
         print(f"tau {k}: {v:.3f}")
     print(f"diverged {summary['diverged']}/{a.n}; mean {summary['mean_s_per_full']:.2f} s per full "

@@ -170,14 +170,14 @@ class Preset:
 
 
 TINY = Preset(
-    name="tiny", block_size=64, batch_size=16, full_steps=600, early_frac=0.1, train_tokens=30_000,
-    n_val_windows=16, n_train_eval_windows=16, eval_interval=60, warmup_steps=0, min_lr_ratio=0.1,
+    name="tiny", block_size=32, batch_size=16, full_steps=600, early_frac=0.1, train_tokens=10_000,
+    n_val_windows=32, n_train_eval_windows=32, eval_interval=60, warmup_steps=0, min_lr_ratio=0.1,
     betas=(0.9, 0.99), grad_clip=1.0, dtype="float32", compile=False,
     baseline=dict(n_layer=2, n_head=2, head_size=16, mlp_ratio=4, dropout=0.1, lr=1e-3,
                   batch_size=16, weight_decay=0.1, warmup=0),
     space=(IntParam("n_layer", 1, 3), IntParam("n_head", 1, 4), ChoiceParam("head_size", (8, 12, 16)),
            ChoiceParam("mlp_ratio", (2, 3, 4)), FloatParam("dropout", 0.0, 0.3),
-           FloatParam("lr", 3e-4, 1e-2, log=True), ChoiceParam("batch_size", (8, 16, 32)),
+           FloatParam("lr", 2e-4, 2e-2, log=True), ChoiceParam("batch_size", (8, 12, 16)),
            FloatParam("weight_decay", 0.0, 0.3), ChoiceParam("warmup", (0, 15, 30, 60))),
 )
 

@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -203,10 +203,12 @@ def _train(gpt_cfg, cfg, data, steps, seed, state, progress, device) -> TrainRes
     train_losses, eval_steps = list(state.train_losses), list(state.eval_steps)
     val_losses, train_eval_losses = list(state.val_losses), list(state.train_eval_losses)
     tokens, train_time = state.tokens, state.train_time
-    # every training window as a view (n, block + 1): a batch is one gather of B rows
-    windows = data.train.unfold(0, data.block_size + 1, 1).to(device)
+    # a batch is one gather of B windows of block + 1 tokens (x = [:, :-1], y = [:, 1:])
+    tokens_all = data.train.to(device)
+    offsets = torch.arange(data.block_size + 1, device=device)
+    n_starts = len(tokens_all) - data.block_size
     val = [t.to(device) for t in (data.val_x, data.val_y, data.train_eval_x, data.train_eval_y)]
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     B, tokens_per_step = cfg.batch_size, cfg.batch_size * data.block_size
 
     def evaluate(step):
@@ -230,7 +232,7 @@ def _train(gpt_cfg, cfg, data, steps, seed, state, progress, device) -> TrainRes
         lr = cfg.lr_at(step)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = windows[torch.randint(len(windows), (B,), generator=gen).to(device)]
+        batch = tokens_all[torch.randint(n_starts, (B, 1), generator=gen).to(device) + offsets]
         with ctx:
             _, loss = fwd(batch[:, :-1], batch[:, 1:])
         loss.backward()
@@ -273,3 +275,53 @@ def _train(gpt_cfg, cfg, data, steps, seed, state, progress, device) -> TrainRes
         diverged=diverged, diverge_reason=diverge_reason, wall_time=wall_time,
         flops=model.flops_per_token() * tokens, tokens=tokens, n_params=model.num_params(),
         tokens_per_s=tokens / train_time if train_time > 0 else 0.0, state=new_state)
+
+
+def main(argv=None) -> dict:
+    """CLI: train a preset's baseline for the full budget and print the paper's four numbers."""
+    import argparse
+    import json
+
+    from models.data import load_dataset, make_token_data
+    from models.presets import PRESETS, get_preset
+
+    ap = argparse.ArgumentParser(prog="python -m models.train", description=main.__doc__)
+    ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    ap.add_argument("--steps", type=int, default=None, help="budget (and cosine horizon); default the preset's")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--data", default=None, help="a UTF-8 text file (default: Tiny Shakespeare)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--no-inference", action="store_true", help="skip the inference-speed samples")
+    a = ap.parse_args(argv)
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)  # for the inference samples; train() sets its own
+    preset = get_preset(a.preset)
+    steps = a.steps or preset.full_steps
+    ds = load_dataset(a.data)
+    data = make_token_data(ds, preset.block_size, preset.train_tokens, preset.n_val_windows,
+                           preset.n_train_eval_windows)
+    gpt_cfg, train_cfg = preset.configs(preset.baseline, ds.vocab_size, device=a.device)
+    train_cfg = replace(train_cfg, max_steps=steps, threads=a.threads,
+                                    warmup_steps=min(train_cfg.warmup_steps, steps))
+    r = train(gpt_cfg, train_cfg, data, steps, a.seed, progress=not a.json and steps >= 200)
+    out = {"preset": preset.name, "steps": r.steps, "final_train_loss": r.final_train_loss,
+           "best_val_loss": r.best_val_loss, "best_val_step": r.best_val_step,
+           "final_val_loss": r.final_val_loss, "train_time_s": r.wall_time, "n_params": r.n_params,
+           "train_tokens_per_s": r.tokens_per_s, "diverged": r.diverged}
+    if not a.no_inference and r.state is not None:
+        model = GPT(gpt_cfg)
+        model.load_state_dict(r.state.model)
+        for key, cache in (("inference_tokens_per_s", True), ("inference_tokens_per_s_no_cache", False)):
+            out[key] = measure_inference(model, use_cache=cache, device=a.device, seed=a.seed)
+    if a.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:32s} {v:.4f}" if isinstance(v, float) else f"{k:32s} {v}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

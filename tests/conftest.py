@@ -14,6 +14,16 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("DIMORPH_DATA", raising=False)
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (tiny models: more threads only add sync overhead)."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path(tmp_path_factory) -> Path:
     """The real Tiny Shakespeare beside the clone, else a small synthetic corpus."""

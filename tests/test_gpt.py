@@ -51,7 +51,7 @@ def _sharp_model():
     return model
 
 
-def test_kv_cache_greedy_equals_no_cache():
+def test_kv_cache_greedy_equals_no_cache(one_thread):
     model = _sharp_model()
     prompt = torch.tensor([[0, 5, 9], [3, 3, 1]])
     with_cache = model.generate(prompt, 13, temperature=0, use_cache=True)
@@ -69,7 +69,7 @@ def test_kv_cache_greedy_equals_no_cache():
     assert torch.allclose(step, full, atol=1e-5)
 
 
-def test_generate_past_block_and_sampling():
+def test_generate_past_block_and_sampling(one_thread):
     model = _sharp_model()
     out = model.generate(torch.zeros(1, 1, dtype=torch.long), 40, use_cache=True,
                          top_k=5, generator=torch.Generator().manual_seed(0))

@@ -91,8 +91,16 @@ def test_lr_schedule():
     assert tc.lr_at(109) == pytest.approx(1e-4) and tc.lr_at(500) == pytest.approx(1e-4)
 
 
-def test_measure_inference_runs():
+def test_measure_inference_runs(monkeypatch, one_thread):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(16, 65, 1, 2, 16))
+    model = GPT(GPTConfig(16, 65, 1, 2, 16)).train()
+    calls = []
+    real = GPT.generate
+    monkeypatch.setattr(GPT, "generate", lambda self, idx, n, **kw: calls.append((idx.tolist(), n, kw))
+                        or real(self, idx, n, **kw))
     assert measure_inference(model, n_samples=2, new_tokens=20) > 0
     assert measure_inference(model, n_samples=1, new_tokens=20, use_cache=False) > 0
+    assert [c[0] for c in calls] == [[[0]]] * 3 and {c[1] for c in calls} == {20}
+    assert [c[2]["use_cache"] for c in calls] == [True, True, False]
+    assert calls[0][2]["temperature"] == 0.8 and calls[0][2]["top_k"] == 200
+    assert model.training  # the mode is restored
