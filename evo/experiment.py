@@ -23,8 +23,8 @@ from evo.config import MODES, Config
 from evo.peers import PEERS
 
 METHODS = MODES + PEERS
-# 36 full trainings of the tiny baseline (2.19e11 FLOPs each); docs/EXPERIMENTS.md has the arithmetic
-DEFAULT_BUDGET = 8e12
+# the default budget, in full trainings of the preset's baseline; docs/EXPERIMENTS.md has the arithmetic
+DEFAULT_BUDGET_TRAININGS = 40
 NUMBERS = ("final_train_loss", "best_val_loss", "train_time_s", "inference_tokens_per_s")
 COST = ("flops", "full_trainings")
 
@@ -51,7 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m evo.experiment", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seeds", nargs="+", default=["3"], help="a count N (seeds 0..N-1) or a list: 0,1,2")
-    ap.add_argument("--budget-flops", type=float, default=DEFAULT_BUDGET, help="training FLOPs per method-seed")
+    ap.add_argument("--budget-flops", type=float, default=None, help="training FLOPs per method-seed "
+                    f"(default: --budget-trainings x one full training of the preset's baseline)")
+    ap.add_argument("--budget-trainings", type=float, default=DEFAULT_BUDGET_TRAININGS,
+                    help="the budget in full trainings of the preset's baseline, when --budget-flops is not given")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     ap.add_argument("--out", default="results/experiment", help="results folder (results/<name>)")
     ap.add_argument("--full-steps", type=int, default=None, help="override the preset's full budget")
@@ -73,12 +76,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = [m for m in a.methods if m not in METHODS]
     if bad or not a.methods:
         raise ValueError(f"unknown method(s) {bad or a.methods}; choose from {', '.join(METHODS)}")
-    if not a.budget_flops > 0:
+    if a.budget_flops is not None and not a.budget_flops > 0:
         raise ValueError(f"--budget-flops must be > 0, got {a.budget_flops}")
+    if not a.budget_trainings > 0:
+        raise ValueError(f"--budget-trainings must be > 0, got {a.budget_trainings}")
     for name in ("asha_eta", "re_population", "re_sample"):
         if getattr(a, name) < (2 if name != "re_sample" else 1):
             raise ValueError(f"--{name.replace('_', '-')} is too small: {getattr(a, name)}")
     return a
+
+
+def baseline_flops(preset_name: str, full_steps: int | None, data: str | None) -> float:
+    """Training FLOPs of one full training of the preset's baseline (what the trainer would count)."""
+    import dataclasses
+
+    from evo.evaluate import token_data
+    from models.gpt import GPT
+    from models.presets import get_preset
+
+    p = get_preset(preset_name)
+    p = dataclasses.replace(p, full_steps=full_steps) if full_steps else p
+    gpt_cfg, tc = p.configs(p.baseline, token_data(data, p).vocab_size)
+    return GPT(gpt_cfg).flops_per_token() * tc.batch_size * p.block_size * p.full_steps
 
 
 def method_config(a, method: str, seed: int) -> Config:
@@ -204,6 +223,8 @@ def write_table(rows: list[dict], out: Path, note: str) -> tuple[Path, Path]:
 def main(argv=None) -> dict:
     """Run every method-seed (skipping finished ones), then write the table and figures."""
     a = parse_args(argv)
+    if a.budget_flops is None:
+        a.budget_flops = a.budget_trainings * baseline_flops(a.preset, a.full_steps, a.data)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
