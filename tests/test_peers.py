@@ -97,3 +97,31 @@ def test_resume_replays_without_training(runs, shakespeare_path):
 def test_bad_method(tmp_path, shakespeare_path):
     with pytest.raises(ValueError, match="'bogus'"):
         PeerSearch(peer_config(tmp_path, shakespeare_path, "x"), "bogus", SerialExecutor(), None)
+
+
+def test_interrupted_asha_resumes_without_retraining(runs, shakespeare_path):
+    tmp, summaries = runs
+    calls = []
+
+    class Stopping(SerialExecutor):
+        def run(self, tasks):
+            if len(calls) == 4:
+                raise KeyboardInterrupt
+            calls.extend(tasks)
+            return super().run(tasks)
+
+    cfg = peer_config(tmp, shakespeare_path, "asha-killed")
+    with pytest.raises(KeyboardInterrupt):
+        run_peer(cfg, "asha", Tracker(cfg.tracking_uri, "peers"), Stopping())
+    before, again = len(calls), []
+
+    class Counting(SerialExecutor):
+        def run(self, tasks):
+            again.extend(tasks)
+            return super().run(tasks)
+
+    resumed = run_peer(cfg, "asha", Tracker(cfg.tracking_uri, "peers"), Counting())
+    full = summaries["asha"]
+    assert len(again) == full["compute"]["trainings"] - 4  # the 4 journaled trainings are replayed
+    assert before == 4 and resumed["history"] == full["history"] and resumed["best"]["genes"] == full["best"]["genes"]
+    assert resumed["compute"]["trainings"] == full["compute"]["trainings"]
