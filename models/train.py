@@ -175,7 +175,9 @@ def train(gpt_cfg: GPTConfig, train_cfg: TrainConfig, data: TokenData, steps: in
         torch.set_num_threads(train_cfg.threads)
     try:
         # fork_rng: dropout seeds the global RNG here without leaking into the caller's
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_ids):
             return _train(gpt_cfg, train_cfg, data, steps, seed, state, progress, device)
     finally:
         torch.set_num_threads(old_threads)

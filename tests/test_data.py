@@ -18,7 +18,7 @@ def test_shakespeare_split_sizes(shakespeare_path):
     assert ds.decode(ds.train[:14]) == "First Citizen:"
 
 
-def test_round_trip_and_cache(shakespeare_path, monkeypatch):
+def test_round_trip_and_cache(shakespeare_path):
     ds = load_dataset(str(shakespeare_path))
     s = "to be or not"
     assert ds.decode(ds.encode(s)) == s
