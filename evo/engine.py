@@ -130,8 +130,9 @@ class Search:
                     "dimorph.parents": ",".join(rec["meta"].get("parents", [])),
                     "dimorph.phase": task.phase, "dimorph.diverged": bool(res.get("diverged")),
                     "dimorph.error": (res.get("error") or "")[:250]}
-            first = self.E + 1 if task.phase == "full" else 0
-            return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id, first_step=first)
+            after = self.E if task.phase == "full" else -1
+            return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id,
+                                               after_step=after)
         rec["run_id"] = self._once(f"log/{task.key}", write)
 
     # -- the generations -------------------------------------------------------------------------

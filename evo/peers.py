@@ -114,7 +114,7 @@ class PeerSearch:
                     "dimorph.diverged": bool(res.get("diverged")), "dimorph.error": (res.get("error") or "")[:250]}
             run_id = rec.get("run_id") or (self.tracker.find_child(rec["key"]) if self.resumed else None)
             return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id,
-                                               first_step=start + 1 if start else 0)
+                                               after_step=start if start else -1)
         rec["run_id"] = self._once(f"log/{rec['key']}/s{res.get('steps')}", write)
 
     def best(self) -> dict | None:

@@ -91,8 +91,9 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def log_evaluation(self, key: str, result: dict, params: dict, tags: dict, metrics: dict,
-                       run_id: str | None = None, first_step: int = 0) -> str:
-        """One child run per architecture; a continuation passes the early phase's run_id."""
+                       run_id: str | None = None, after_step: int = -1) -> str:
+        """One child run per architecture; a continuation passes the early phase's run_id and
+        `after_step` (its early budget) so that only the points after it are logged."""
         if run_id is None:
             run = self.client.create_run(
                 self.experiment_id, run_name=key,
@@ -101,13 +102,13 @@ class Tracker:
         ts = _now()
         ms = [Metric(k, float(v), ts, 0) for k, v in metrics.items() if _finite(v)]
         for i, loss in enumerate(result.get("train_losses") or []):
-            if i + 1 > first_step and _finite(loss):
+            if i + 1 > after_step and _finite(loss):
                 ms.append(Metric("train/loss", float(loss), ts, i + 1))
         for s, v, t in zip(result.get("eval_steps") or [], result.get("val_losses") or [],
                            result.get("train_eval_losses") or []):
-            if s >= first_step and _finite(v):
+            if s > after_step and _finite(v):
                 ms.append(Metric("val/loss", float(v), ts, int(s)))
-            if s >= first_step and _finite(t):
+            if s > after_step and _finite(t):
                 ms.append(Metric("train/eval_loss", float(t), ts, int(s)))
         self._batch(run_id, metrics=ms, params=params, tags=tags)
         status = "FAILED" if result.get("error") else "FINISHED"

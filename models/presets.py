@@ -2,7 +2,8 @@
 
 A genome is a vector of unit floats u in [0, 1], one per gene; each Param maps u to a value by a
 pure function. Genes: n_layer, n_head, head_size (n_embd = n_head * head_size, always valid),
-mlp_ratio, dropout, lr (log scale), batch_size, weight_decay, warmup (in steps).
+mlp_ratio, dropout, lr (log scale), batch_size, weight_decay, warmup (a fraction of the full budget, so a
+shorter --full-steps keeps every genome valid).
 """
 import math
 import random
@@ -162,7 +163,8 @@ class Preset:
         tc = TrainConfig(lr=lr, min_lr=lr * self.min_lr_ratio,
                          batch_size=int(g.get("batch_size", self.batch_size)),
                          weight_decay=float(g.get("weight_decay", 0.1)),
-                         warmup_steps=int(g.get("warmup", self.warmup_steps)),
+                         warmup_steps=(round(float(g["warmup"]) * self.full_steps) if "warmup" in g
+                                       else self.warmup_steps),
                          max_steps=self.full_steps, beta1=self.betas[0], beta2=self.betas[1],
                          grad_clip=self.grad_clip, eval_interval=self.eval_interval, device=device,
                          dtype=self.dtype, compile=self.compile, threads=1)
@@ -174,11 +176,11 @@ TINY = Preset(
     n_val_windows=32, n_train_eval_windows=32, eval_interval=60, warmup_steps=0, min_lr_ratio=0.1,
     betas=(0.9, 0.99), grad_clip=1.0, dtype="float32", compile=False,
     baseline=dict(n_layer=2, n_head=2, head_size=16, mlp_ratio=4, dropout=0.1, lr=1e-3,
-                  batch_size=16, weight_decay=0.1, warmup=0),
+                  batch_size=16, weight_decay=0.1, warmup=0.0),
     space=(IntParam("n_layer", 1, 3), IntParam("n_head", 1, 4), ChoiceParam("head_size", (8, 12, 16)),
            ChoiceParam("mlp_ratio", (2, 3, 4)), FloatParam("dropout", 0.0, 0.3),
            FloatParam("lr", 2e-4, 2e-2, log=True), ChoiceParam("batch_size", (8, 12, 16)),
-           FloatParam("weight_decay", 0.0, 0.3), ChoiceParam("warmup", (0, 15, 30, 60))),
+           FloatParam("weight_decay", 0.0, 0.3), ChoiceParam("warmup", (0.0, 0.025, 0.05, 0.1))),
 )
 
 # nanoGPT's config/train_shakespeare_char.py as the baseline: 6x6 heads of 64 (384 wide), block
@@ -189,11 +191,11 @@ PAPER = Preset(
     n_val_windows=200 * 64, n_train_eval_windows=200 * 64, eval_interval=250, warmup_steps=100,
     min_lr_ratio=0.1, betas=(0.9, 0.99), grad_clip=1.0, dtype="bfloat16", compile=True,
     baseline=dict(n_layer=6, n_head=6, head_size=64, mlp_ratio=4, dropout=0.2, lr=1e-3,
-                  batch_size=64, weight_decay=0.1, warmup=100),
+                  batch_size=64, weight_decay=0.1, warmup=0.02),
     space=(IntParam("n_layer", 2, 8), IntParam("n_head", 2, 8), ChoiceParam("head_size", (32, 48, 64, 96)),
            ChoiceParam("mlp_ratio", (2, 3, 4, 6)), FloatParam("dropout", 0.0, 0.4),
            FloatParam("lr", 2e-4, 5e-3, log=True), ChoiceParam("batch_size", (32, 64, 128)),
-           FloatParam("weight_decay", 0.0, 0.3), ChoiceParam("warmup", (0, 50, 100, 250, 500))),
+           FloatParam("weight_decay", 0.0, 0.3), ChoiceParam("warmup", (0.0, 0.01, 0.02, 0.05, 0.1))),
 )
 
 PRESETS = {p.name: p for p in (TINY, PAPER)}
