@@ -26,7 +26,7 @@ METHODS = MODES + PEERS
 # the default budget, in full trainings of the preset's baseline; docs/EXPERIMENTS.md has the arithmetic
 DEFAULT_BUDGET_TRAININGS = 40
 NUMBERS = ("final_train_loss", "best_val_loss", "train_time_s", "inference_tokens_per_s")
-COST = ("flops", "full_trainings")
+COST = ("flops", "full_trainings", "best_val_at_budget")
 
 
 def parse_seeds(values: list[str]) -> list[int]:
@@ -180,6 +180,14 @@ def predictor_points(cfg: Config, summary: dict) -> dict | None:
             "tau_holdout": kendall_tau(pred[hold], y[hold]) if hold.any() else None}
 
 
+def at_budget(rec: dict) -> float:
+    """Best val loss among the trainings finished while the compute used was within the budget."""
+    pts = [h["best_val_loss"] for h in rec["history"]
+           if h["flops"] <= rec["budget_flops"] and h["best_val_loss"] is not None]
+    pts = [p for p in pts if math.isfinite(p)]
+    return min(pts) if pts else math.nan
+
+
 def table_rows(records: list[dict], methods: list[str]) -> list[dict]:
     """Per method: mean and std over seeds of the four numbers, compute used and full trainings."""
     rows = []
@@ -189,7 +197,8 @@ def table_rows(records: list[dict], methods: list[str]) -> list[dict]:
             continue
         row = {"method": m, "seeds": len(recs)}
         for name in NUMBERS + COST:
-            src = [(r["compute"] if name in COST else r["best"] or {}).get(name) for r in recs]
+            src = [at_budget(r) if name == "best_val_at_budget" else
+                   (r["compute"] if name in COST else r["best"] or {}).get(name) for r in recs]
             v = np.array([math.nan if x is None else float(x) for x in src])
             row[f"{name}_mean"] = float(v.mean())
             row[f"{name}_std"] = float(v.std(ddof=1)) if len(v) > 1 else math.nan
@@ -206,14 +215,14 @@ def write_table(rows: list[dict], out: Path, note: str) -> tuple[Path, Path]:
     w.writerows(rows)
     (out / "table.csv").write_text(buf.getvalue())
     fmt = {"final_train_loss": "{:.4f}", "best_val_loss": "{:.4f}", "train_time_s": "{:.1f}",
-           "inference_tokens_per_s": "{:.0f}", "flops": "{:.3g}", "full_trainings": "{:.1f}"}
+           "inference_tokens_per_s": "{:.0f}", "flops": "{:.3g}", "full_trainings": "{:.1f}", "best_val_at_budget": "{:.4f}"}
 
     def cell(r, n):
         mean, std = r[f"{n}_mean"], r[f"{n}_std"]
         return fmt[n].format(mean) + ("" if math.isnan(std) else " ± " + fmt[n].format(std))
 
     lines = [note, "", "| method | seeds | final train loss | best val loss | train time (s) | "
-             "inference (tokens/s) | compute (FLOPs) | full trainings |", "|---" * 8 + "|"]
+             "inference (tokens/s) | compute (FLOPs) | full trainings | best val within budget |", "|---" * 9 + "|"]
     lines += ["| " + " | ".join([r["method"], str(r["seeds"])] + [cell(r, n) for n in NUMBERS + COST]) + " |"
               for r in rows]
     (out / "table.md").write_text("\n".join(lines) + "\n")

@@ -26,7 +26,8 @@ def test_table_matches_summaries(experiment):
     rows = list(csv.DictReader(open(res / "table.csv")))
     assert [r["method"] for r in rows] == ["baseline", "random"]
     assert list(rows[0]) == ["method", "seeds"] + [f"{n}_{s}" for n in (
-        "final_train_loss", "best_val_loss", "train_time_s", "inference_tokens_per_s", "flops", "full_trainings")
+        "final_train_loss", "best_val_loss", "train_time_s", "inference_tokens_per_s", "flops", "full_trainings",
+        "best_val_at_budget")
         for s in ("mean", "std")]
     base = json.loads((res / "ckpt" / "baseline-seed0" / "summary.json").read_text())
     rand = json.loads((res / "runs" / "random-seed0.json").read_text())
@@ -37,6 +38,7 @@ def test_table_matches_summaries(experiment):
         assert float(row["flops_mean"]) == pytest.approx(compute["flops"])
         assert float(row["full_trainings_mean"]) == compute["full_trainings"]
         assert row["best_val_loss_std"] == "nan"  # one seed: no spread
+        assert float(row["best_val_at_budget_mean"]) >= float(row["best_val_loss_mean"])
     assert float(rows[0]["full_trainings_mean"]) == 1.0 and float(rows[1]["full_trainings_mean"]) >= 2
     assert float(rows[1]["flops_mean"]) >= 1.5e10  # ran until the budget was spent
     md = (res / "table.md").read_text()

@@ -9,7 +9,7 @@ from evo.peers import PEERS, PeerSearch, run_peer
 from evo.tracking import Tracker
 
 STEPS = 30  # early budget 6 steps; ASHA rungs 6, 18, 30
-BASELINE_FLOPS = 6.8e9  # about one 30-step training of the tiny baseline
+BASELINE_FLOPS = 6.8e9  # a budget unit: about 2.4 thirty-step trainings of the tiny baseline (2.85e9 each)
 
 
 def peer_config(tmp, data, name, **kw) -> Config:
@@ -125,3 +125,20 @@ def test_interrupted_asha_resumes_without_retraining(runs, shakespeare_path):
     assert len(again) == full["compute"]["trainings"] - 4  # the 4 journaled trainings are replayed
     assert before == 4 and resumed["history"] == full["history"] and resumed["best"]["genes"] == full["best"]["genes"]
     assert resumed["compute"]["trainings"] == full["compute"]["trainings"]
+
+
+def test_asha_child_run_logs_each_step_once(runs):
+    from mlflow.tracking import MlflowClient
+
+    tmp, summaries = runs
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    parent = client.get_run(summaries["asha"]["mlflow"]["run_id"])
+    assert parent.data.tags["dimorph.mode"] == "asha"
+    kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(kids) == len({k.data.tags["dimorph.eval_key"] for k in kids})  # one child per trial
+    full = [k for k in kids if k.data.tags["dimorph.steps"] == str(STEPS)]
+    pruned = [k for k in kids if k.data.tags["dimorph.role"].startswith("pruned")]
+    assert full and pruned
+    one = full[-1].info.run_id  # trained in three rungs, continued from saved states
+    assert [m.step for m in client.get_metric_history(one, "train/loss")] == list(range(1, STEPS + 1))
+    assert [m.step for m in client.get_metric_history(one, "val/loss")] == [0, 6, 18, 30]
