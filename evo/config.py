@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -55,8 +56,8 @@ class Config:
     """path to a UTF-8 text dataset (None: $DIMORPH_DATA, the user cache, or a one-time download)"""
     threads: int = 1
     """CPU threads per evaluation (fixed so that results do not depend on parallelism)"""
-    workers: int = 0
-    """local worker processes (0: evaluate in this process)"""
+    workers: int = -1
+    """local worker processes (0: evaluate in this process; -1: on CPU one per core, at most --offspring)"""
     workers_per_gpu: int = 1
     """worker processes placed on each visible GPU when --device cuda and --workers > 0"""
     dask_scheduler: str | None = None
@@ -98,7 +99,7 @@ class Config:
              f"early_frac must be in (0, 1), got {self.early_frac}")
         need(self.full_steps is None or self.full_steps >= 2, f"full_steps must be >= 2, got {self.full_steps}")
         need(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
-        need(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        need(self.workers >= -1, f"workers must be >= 0 (or -1 for one per core), got {self.workers}")
         need(self.workers_per_gpu >= 1, f"workers_per_gpu must be >= 1, got {self.workers_per_gpu}")
         need(self.dask_local >= 0, f"dask_local must be >= 0, got {self.dask_local}")
         need(self.inference_samples >= 1, f"inference_samples must be >= 1, got {self.inference_samples}")
@@ -115,6 +116,16 @@ class Config:
     def out_dir(self) -> Path:
         """Where the checkpoint, training states and artifacts go."""
         return Path(self.out or f"outputs/{self.mode}-{self.preset}-seed{self.seed}")
+
+    @property
+    def n_workers(self) -> int:
+        """Worker processes to start (0: serial). Auto (-1) uses the CPU cores on CPU, serial on GPU."""
+        if self.workers >= 0:
+            return self.workers
+        if self.device != "cpu" or self.dask_scheduler or self.dask_local:
+            return 0
+        n = min((os.cpu_count() or 1) // self.threads, self.offspring)
+        return n if n > 1 else 0
 
     def search_fields(self) -> dict:
         """The fields that define the search's results (a resumed run must match them)."""

@@ -253,12 +253,13 @@ def make_executor(cfg, fn: Callable | None = None):
 
         return DaskExecutor(address=cfg.dask_scheduler, local_workers=cfg.dask_local,
                             retries=cfg.retries, fn=fn)
-    if cfg.workers > 0:
+    workers = cfg.n_workers
+    if workers > 0:
         devices = None
         if cfg.device.startswith("cuda"):
             gpus = [int(cfg.device.split(":")[1])] if ":" in cfg.device else visible_gpus()
             if gpus == 0:
                 raise ValueError(f"device {cfg.device!r} asks for a GPU but none is visible")
-            devices = gpu_slots(gpus, cfg.workers_per_gpu, cfg.workers)
-        return ProcessExecutor(cfg.workers, retries=cfg.retries, devices=devices, fn=fn)
+            devices = gpu_slots(gpus, cfg.workers_per_gpu, workers)
+        return ProcessExecutor(workers, retries=cfg.retries, devices=devices, fn=fn)
     return SerialExecutor(fn=fn)

@@ -3,7 +3,7 @@ from evo.config import Config
 
 FAST = dict(preset="tiny", full_steps=30, early_frac=0.2, bootstrap=4, males=4, females=12, offspring=3,
             promote=1, promote_random=1, pred_steps=2, inference_samples=1, inference_tokens=8,
-            progress=False)
+            progress=False, workers=0)
 
 
 def fast_config(tmp, data, **kw) -> Config:

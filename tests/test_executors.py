@@ -58,6 +58,11 @@ def test_gpu_slots_spread_round_robin():
 
 
 def test_make_executor_picks_from_config(monkeypatch):
+    assert isinstance(make_executor(Config(workers=0), fn=fake_eval), SerialExecutor)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    auto = make_executor(Config(), fn=fake_eval)  # default: one worker per core on CPU
+    assert isinstance(auto, ProcessExecutor) and auto.n == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
     assert isinstance(make_executor(Config(), fn=fake_eval), SerialExecutor)
     ex = make_executor(Config(workers=3, retries=5), fn=fake_eval)
     assert isinstance(ex, ProcessExecutor) and (ex.n, ex.retries, ex.devices) == (3, 5, [None] * 3)
