@@ -206,3 +206,42 @@ def test_export_from_checkpoint_and_run_id(combined, tmp_path, capsys):
     assert pred(feats) == pytest.approx(load_predictor(docs[0])(feats), rel=1e-12)
     assert "sympy:" in capsys.readouterr().out
     assert export_main(["--checkpoint", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.slow
+def test_against_a_real_mlflow_server(tmp_path, shakespeare_path):
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+           "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"]
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        deadline, up = time.time() + 90, False
+        while time.time() < deadline and server.poll() is None and not up:
+            try:
+                up = urllib.request.urlopen(uri + "/health", timeout=2).status == 200
+            except OSError:
+                time.sleep(0.5)
+        if not up:
+            pytest.skip(f"mlflow server did not start on 127.0.0.1:{port}: "
+                        f"{(tmp_path / 'server.log').read_text()[-500:]}")
+        cfg = fast_config(tmp_path, shakespeare_path, gens=1, tracking_uri=uri)
+        summary = main(cfg)
+        client = MlflowClient(uri)
+        parent = client.get_run(summary["mlflow"]["run_id"])
+        assert parent.info.status == "FINISHED" and parent.data.params["mode"] == "combined"
+        assert [m.step for m in client.get_metric_history(parent.info.run_id, "arch/best_val_loss")] == [0, 1]
+        kids = children_of(client, parent.info.run_id, parent.info.experiment_id)
+        assert len(kids) == 4 + 3
+        assert {"results.csv", "summary.json", "predictors"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert list((tmp_path / "server-artifacts").rglob("results.csv"))  # stored by the server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
