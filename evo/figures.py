@@ -82,16 +82,20 @@ def compute_figure(records: list[dict], methods: list[str], out: Path) -> Path:
         runs = [r for r in records if r["method"] == m and r["history"]]
         if not runs:
             continue
+        if m == "baseline":  # one training: a level line from where it finished
+            ax.hlines(np.mean([r["history"][-1]["best_val_loss"] for r in runs]),
+                      np.mean([r["history"][-1]["flops"] for r in runs]), top, colors=f"C{i}", linestyles="--", label=m)
+            continue
         ys = np.array([best_so_far_on_grid(r["history"], grid) for r in runs])
         ok = ~np.isnan(ys).any(axis=0)  # where every seed has a fully trained architecture
         if not ok.any():
             continue
-        if m == "baseline":  # one training: a level line from where it finished
-            ax.hlines(np.nanmean(ys[:, ok][:, 0]), grid[ok][0], top, colors=f"C{i}", linestyles="--", label=m)
-            continue
         ax.plot(grid[ok], ys[:, ok].mean(0), color=f"C{i}", label=m)
         ax.fill_between(grid[ok], ys[:, ok].min(0), ys[:, ok].max(0), color=f"C{i}", alpha=0.15)
-    ax.set(xlabel="training FLOPs used", ylabel="best val loss so far", title="search progress (mean, min-max over seeds)")
+    for b in sorted({r["budget_flops"] for r in records if r.get("budget_flops")}):
+        ax.axvline(b, color="k", ls=":", lw=0.8)  # the budget: methods stop starting work here
+    ax.set(xlabel="training FLOPs used (dotted: budget)", ylabel="best val loss so far",
+           title="search progress (mean, min-max over seeds)")
     ax.legend(fontsize=8)
     return _save(fig, out / "fig3_best_vs_compute.png")
 
