@@ -48,6 +48,7 @@ def parse_seeds(values: list[str]) -> list[int]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """Parse and check the command line; bad values raise ValueError naming them."""
     ap = argparse.ArgumentParser(prog="python -m evo.experiment", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seeds", nargs="+", default=["3"], help="a count N (seeds 0..N-1) or a list: 0,1,2")
@@ -112,6 +113,7 @@ def method_config(a, method: str, seed: int) -> Config:
 
 
 def peer_options(a, method: str) -> dict:
+    """The command line's settings for one peer method."""
     return {"asha": {"sampler": a.asha_sampler, "reduction_factor": a.asha_eta},
             "evolution": {"population": a.re_population, "sample": a.re_sample}}.get(method, {})
 

@@ -45,6 +45,7 @@ class PeerSearch:
 
     @property
     def budget(self) -> float:
+        """The FLOPs budget (inf when none is set)."""
         return self.cfg.budget_flops or INF
 
     def spent(self) -> bool:
@@ -133,6 +134,7 @@ class PeerSearch:
                                   "run_id": best.get("run_id"), "state": self.best_state}}
 
     def key(self) -> str:
+        """The next architecture's key: method initial and a running number."""
         return f"{self.method[0]}{len(self.records):04d}"
 
     def run(self) -> None:
