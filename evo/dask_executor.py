@@ -85,7 +85,9 @@ class DaskExecutor:
                     del out[key]
                     exc = f.exception() if f.status == "error" else None
                     if f.status == "finished":
-                        yield f.result()
+                        res = f.result()
+                        f.release()  # drop the worker's copy now: a result lost later is not recomputed
+                        yield res
                     elif isinstance(exc, KilledWorker):
                         deaths[j] += exc.allowed_failures + 1
                         if deaths[j] > self.retries:

@@ -158,7 +158,11 @@ def test_dask_worker_killed_once_is_retried(dask_ex, tmp_path):
 @pytest.mark.slow
 def test_dask_task_killing_every_worker_fails_alone(dask_ex, tmp_path):
     res = by_key(dask_ex.run(tasks(4, tmp_path / "log", t3={"kill": "always"}, t0={"sleep": 0.3})))
-    assert starts(tmp_path / "log") == {"t0": 1, "t1": 1, "t2": 1, "t3": 2}  # nothing else charged
+    n = starts(tmp_path / "log")
+    assert n["t3"] == 2  # tried once, retried once, then recorded as failed
+    # Dask may recompute a finished task whose result sat on the worker that died, but it never
+    # charges that death to it: each of the others still yields once, with its own value
+    assert all(n[k] in (1, 2) for k in ("t0", "t1", "t2"))
     bad = res.pop("t3")
     assert bad["error"].startswith("worker died 2 times") and bad["diverged"] is False
     assert all(r["error"] is None and r["value"] == value(100 + int(k[1:])) for k, r in res.items())
