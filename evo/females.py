@@ -12,6 +12,7 @@ from primitives.gp import make_pred_toolbox, tree_from_string
 from primitives.pset import compile_tree, ensure_pred_types, make_pset
 
 MIN_FIT, MIN_HOLDOUT = 3, 2
+REFERENCE = "v_last"  # the last early validation loss: a strong predictor that needs no fitting
 
 
 class Females:
@@ -28,7 +29,11 @@ class Females:
 
     # -- building ---------------------------------------------------------------------------------
     def init(self, n: int) -> None:
-        self.pop = self.toolbox.population(n)
+        """n - 1 random trees (ramped half-and-half) plus the reference formula."""
+        self.pop = self.toolbox.population(n - 1) + self.from_strings([REFERENCE])
+
+    def reference(self, pop: list | None = None):
+        return next((i for i in (pop if pop is not None else self.pop) if str(i) == REFERENCE), None)
 
     def from_strings(self, texts: list[str]) -> list:
         """Rebuild trees from text through the pset's token whitelist (never evaluates the text)."""
@@ -72,16 +77,26 @@ class Females:
         return sorted(pop, key=lambda i: (-i.fitness.values[0], i.fitness.values[1], str(i)))
 
     def champion(self, top: int = 5):
-        """Among the top females by fit tau, the one that ranks the held-out architectures best."""
-        best = self.ranked(self.pop)[:top]
-        def key(i):
-            h = getattr(i, "holdout_tau", float("nan"))
-            return (-(h if h == h else -2.0), -i.fitness.values[0], i.fitness.values[1], str(i))
-        return sorted(best, key=key)[0]
+        """The formula that ranks children: the reference (v_last) unless one of the top females by
+        archive tau beats it on both the fit and the held-out parts; then the best of those held out.
+
+        Archives are small (tens of architectures), so a formula picked among thousands by its fit
+        tau is mostly lucky; a strong default that must be beaten on unseen data makes promotion
+        fall back to ranking by the early validation loss unless the evidence says otherwise."""
+        ref = self.reference()
+        ranked = self.ranked(self.pop)[:top]
+        if ref is None:
+            return ranked[0]
+        rf, rh = ref.fitness.values[0], getattr(ref, "holdout_tau", float("nan"))
+        better = [i for i in ranked if i.fitness.values[0] > rf and i.holdout_tau > rh]  # NaN: none
+        if not better:
+            return ref
+        return sorted(better, key=lambda i: (-i.holdout_tau, -i.fitness.values[0], i.fitness.values[1], str(i)))[0]
 
     def truncate(self, pop: list, mu: int) -> list:
-        """(mu + lambda) replacement: the best mu distinct formulas."""
-        seen, out = set(), []
+        """(mu + lambda) replacement: the best mu distinct formulas; the reference always stays."""
+        ref = self.reference(pop)
+        seen, out = ({REFERENCE}, [ref]) if ref is not None else (set(), [])
         for ind in self.ranked(pop):
             if str(ind) not in seen:
                 seen.add(str(ind))
