@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import replace as dc_replace
 
 import numpy as np
@@ -45,6 +46,7 @@ class Search:
         self.compute = {"flops": 0.0, "seconds": 0.0, "early_trainings": 0, "full_trainings": 0}
         self.logbook = tools.Logbook()
         self.best_state: str | None = None
+        self.wait_s = 0.0  # seconds the driver spent waiting for evaluations
         self.on_eval = on_eval or (lambda res: None)
         self.on_generation = on_generation or (lambda g, row: None)
 
@@ -68,7 +70,13 @@ class Search:
         done = {t.key: self.ckpt.get("eval/" + t.key) for t in tasks if "eval/" + t.key in self.ckpt}
         todo = [t for t in tasks if t.key not in done]
         by_key = {t.key: t for t in tasks}
-        for res in self.executor.run(todo):
+        results = iter(self.executor.run(todo))
+        while True:
+            t0 = time.perf_counter()
+            res = next(results, None)
+            self.wait_s += time.perf_counter() - t0  # the driver idles while trainings run
+            if res is None:
+                break
             self.ckpt.record("eval/" + res["key"], res)
             done[res["key"]] = res
             self.on_eval(res)

@@ -93,7 +93,8 @@ def main(cfg: Config) -> dict:
             summary = _summary(search, tracker, best)
             wall = time.perf_counter() - t_start - t_inf
             summary["timing"] = {"search_wall_s": wall, "inference_measure_s": t_inf,
-                                 "outside_training_frac": max(0.0, 1 - search.compute["seconds"] / wall)}
+                                 "waiting_for_training_s": search.wait_s,
+                                 "outside_training_frac": max(0.0, 1 - search.wait_s / wall)}
             summary["files"] = [str(p) for p in write_all(search, tracker, summary)]
             tracker.finish(summary)
             return summary
