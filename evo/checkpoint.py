@@ -95,6 +95,14 @@ class Checkpoint:
         os.fsync(self._fh.fileno())
         self.journal[event_id] = value
 
+    def once(self, event_id: str, fn):
+        """Run a side effect once per search: on a replay its journaled value is returned instead."""
+        if event_id in self.journal:
+            return self.journal[event_id]
+        value = fn()
+        self.record(event_id, value)
+        return value
+
     def snapshot(self, state: dict) -> None:
         """Rewrite checkpoint.json atomically: populations, archive, RNG state, logbook, compute."""
         doc = {"format": FORMAT, "version": VERSION, "search": self.search, "run_id": self.run_id,

@@ -51,14 +51,6 @@ class Search:
         self.on_generation = on_generation or (lambda g, row: None)
 
     # -- evaluation plumbing -------------------------------------------------------------------
-    def _once(self, event_id: str, fn):
-        """Do a side effect once per search: replayed from the journal on resume."""
-        if event_id in self.ckpt:
-            return self.ckpt.get(event_id)
-        value = fn()
-        self.ckpt.record(event_id, value)
-        return value
-
     def _task(self, key: str, genes: dict, steps: int, phase: str, load: str | None = None) -> EvalTask:
         save = self.ckpt.state_path(key)
         return EvalTask(key=key, genes=genes, preset=self.preset, steps=steps,
@@ -141,7 +133,7 @@ class Search:
             after = self.E if task.phase == "full" else -1
             return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id,
                                                after_step=after)
-        rec["run_id"] = self._once(f"log/{task.key}", write)
+        rec["run_id"] = self.ckpt.once(f"log/{task.key}", write)
 
     # -- the generations -------------------------------------------------------------------------
     def _new(self, key: str, genes: dict, gen: int, role: str, parents=()) -> dict:
@@ -266,7 +258,7 @@ class Search:
         for rec in recs:
             role = "promoted" if rec["key"] in chosen else "random" if rec["key"] in lucky else "early-only"
             rec["meta"]["role"] = role
-            self._once(f"pred/{rec['key']}", lambda rec=rec, role=role: self.tracker.log_evaluation(
+            self.ckpt.once(f"pred/{rec['key']}", lambda rec=rec, role=role: self.tracker.log_evaluation(
                 rec["key"], {}, {}, {"dimorph.role": role, "dimorph.predictor": judge[:5000]},
                 {"pred/predicted_final": rec["predicted"], "pred/score": rec["score"]}, run_id=rec["run_id"]))
         return chosen + lucky
@@ -311,7 +303,7 @@ class Search:
         if self.males:
             row["div/male_gene_std"] = float(np.mean(np.std(np.array([list(m) for m in self.males]), axis=0)))
         self.logbook.record(gen=g, **row)
-        self._once(f"gen/{g}", lambda: self.tracker.log_generation(g, row) or True)
+        self.ckpt.once(f"gen/{g}", lambda: self.tracker.log_generation(g, row) or True)
         self.on_generation(g, row)
         self.ckpt.snapshot(self.state())
 

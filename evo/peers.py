@@ -52,13 +52,6 @@ class PeerSearch:
         """True once the budget is used up: no new training starts."""
         return self.compute["flops"] >= self.budget
 
-    def _once(self, event_id: str, fn):
-        if event_id in self.ckpt:
-            return self.ckpt.get(event_id)
-        value = fn()
-        self.ckpt.record(event_id, value)
-        return value
-
     def train(self, key: str, genes: dict, steps: int, role: str, parents=()) -> dict:
         """Train `key` up to `steps` (continuing from its last state); journaled and logged once."""
         rec = self.records.setdefault(key, {"key": key, "genes": genes, "meta": {"role": role, "parents": list(parents)}})
@@ -69,7 +62,7 @@ class PeerSearch:
                         seed=eval_seed(self.cfg.seed, genes), data=self.cfg.data, device=self.cfg.device,
                         threads=self.cfg.threads, load_state=load, save_state=self.ckpt.state_path(f"{key}/s{steps}"),
                         phase="straight" if not prev and steps == self.F else "early" if steps < self.F else "full")
-        res = self._once("eval/" + task.key, lambda: next(iter(self.executor.run([task]))))
+        res = self.ckpt.once("eval/" + task.key, lambda: next(iter(self.executor.run([task]))))
         self.compute["flops"] += 0.0 if res.get("error") else res.get("flops", 0.0) - (prev or {}).get("flops", 0.0)
         self.compute["seconds"] += res.get("eval_seconds", 0.0)
         self.compute["trainings"] += 1
@@ -86,7 +79,7 @@ class PeerSearch:
         self.history.append({"flops": self.compute["flops"], "best_val_loss": best["target"] if best else INF,
                              "full_trainings": self.compute["full_trainings"]})
         n = self.compute["trainings"]
-        self._once(f"gen/{n}", lambda: self.tracker.log_generation(n, {
+        self.ckpt.once(f"gen/{n}", lambda: self.tracker.log_generation(n, {
             "arch/best_val_loss": self.history[-1]["best_val_loss"], "cost/flops": self.compute["flops"],
             "cost/seconds": self.compute["seconds"], "cost/full_trainings": self.compute["full_trainings"]}) or True)
         self.ckpt.snapshot(self.state())
@@ -116,7 +109,7 @@ class PeerSearch:
             run_id = rec.get("run_id") or (self.tracker.find_child(rec["key"]) if self.resumed else None)
             return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id,
                                                after_step=start if start else -1)
-        rec["run_id"] = self._once(f"log/{rec['key']}/s{res.get('steps')}", write)
+        rec["run_id"] = self.ckpt.once(f"log/{rec['key']}/s{res.get('steps')}", write)
 
     def best(self) -> dict | None:
         """The fully trained architecture with the lowest best val loss (ties: first trained)."""
@@ -232,7 +225,7 @@ class PeerSearch:
     def _mark_pruned(self, rec: dict, steps: int) -> None:
         rec["meta"]["role"] = f"pruned@{steps}"
         _remove(self.ckpt.state_path(f"{rec['key']}/s{steps}"))
-        self._once(f"prune/{rec['key']}", lambda: self.tracker.log_evaluation(
+        self.ckpt.once(f"prune/{rec['key']}", lambda: self.tracker.log_evaluation(
             rec["key"], {}, {}, {"dimorph.role": rec["meta"]["role"]}, {}, run_id=rec["run_id"]))
         self.ckpt.snapshot(self.state())
 
@@ -263,7 +256,7 @@ def run_peer(cfg: Config, method: str, tracker, executor, **opts) -> dict:
         tracker.finish(summary)
         return summary
 
-    summary = search._once("finish", finish)
+    summary = search.ckpt.once("finish", finish)
     search.ckpt.close()
     return summary
 

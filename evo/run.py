@@ -99,7 +99,7 @@ def main(cfg: Config) -> dict:
             tracker.finish(summary)
             return summary
 
-        summary = search._once("finish", finish)
+        summary = search.ckpt.once("finish", finish)
     print(format_summary(summary))
     return summary
 
