@@ -42,6 +42,7 @@ class Search:
         self.fem = Females(cfg.arch_features) if cfg.mode in ("female", "combined") else None
         self.records: dict[str, dict] = {}   # key -> everything known about an evaluated architecture
         self.archive: list[dict] = []        # fully trained records (the females' ground truth)
+        self.seen: set[str] = set()          # genes_key of every architecture evaluated so far
         self.males: list = []
         self.compute = {"flops": 0.0, "seconds": 0.0, "early_trainings": 0, "full_trainings": 0}
         self.logbook = tools.Logbook()
@@ -139,10 +140,8 @@ class Search:
     def _new(self, key: str, genes: dict, gen: int, role: str, parents=()) -> dict:
         rec = {"key": key, "genes": genes, "meta": {"gen": gen, "role": role, "parents": list(parents)}}
         self.records[key] = rec
+        self.seen.add(genes_key(genes))
         return rec
-
-    def _seen(self) -> set[str]:
-        return {genes_key(r["genes"]) for r in self.records.values()}
 
     def _early(self, keys: list[str]) -> None:
         self._run([self._task(k, self.records[k]["genes"], self.E, "early") for k in keys])
@@ -212,7 +211,7 @@ class Search:
                     tb.mate(child, other)
                 tb.mutate(child)
                 for _ in range(20):  # an architecture already evaluated would only cost compute twice
-                    if genes_key(decode(child, self.preset)) not in self._seen():
+                    if genes_key(decode(child, self.preset)) not in self.seen:
                         break
                     tb.mutate(child)
                 del child.fitness.values
@@ -263,22 +262,24 @@ class Search:
                 {"pred/predicted_final": rec["predicted"], "pred/score": rec["score"]}, run_id=rec["run_id"]))
         return chosen + lucky
 
-    def _male_values(self, ind, champion) -> tuple[float, float]:
-        rec = self.records[ind.key]
-        early = _early_val(rec["early"])
-        if not math.isfinite(early):
-            return (BIG, BIG)
-        if self.cfg.mode == "male":
-            return (early, early)
-        target = rec.get("target")
-        if target is None and champion is not None:  # not fully trained: the champion's prediction
-            target = float(self.fem.predict_losses(champion, self.archive, [rec])[0])
-        return (early, target if target is not None and math.isfinite(target) else BIG)
-
     def _rank_males(self, pop: list, champion) -> list:
-        """Best first. male: early val loss; combined: NSGA-II fronts, crowding within a front."""
-        for ind in pop:
-            ind.fitness.values = self._male_values(ind, champion)
+        """Best first. male: early val loss; combined: NSGA-II fronts on (early val loss, target),
+        the target being the true one once fully trained and the champion's prediction before."""
+        recs = [self.records[i.key] for i in pop]
+        early = [_early_val(r["early"]) for r in recs]
+        target = [r.get("target") for r in recs]
+        pending = [j for j, t in enumerate(target) if t is None and math.isfinite(early[j])]
+        if self.cfg.mode == "combined" and champion is not None and pending:
+            shown = self.fem.predict_losses(champion, self.archive, [recs[j] for j in pending])
+            for j, p in zip(pending, shown):
+                target[j] = float(p)
+        for ind, e, t in zip(pop, early, target):
+            if not math.isfinite(e):
+                ind.fitness.values = (BIG, BIG)
+            elif self.cfg.mode == "male":
+                ind.fitness.values = (e, e)
+            else:
+                ind.fitness.values = (e, t if t is not None and math.isfinite(t) else BIG)
         if self.cfg.mode == "male":
             return sorted(pop, key=lambda i: (i.fitness.values[0], i.key))
         out = []
