@@ -3,7 +3,15 @@
 python -m evo.predict --curves curves.csv --early-steps 60 --full-steps 600 \
     --formula best_predictor.json [--finals finals.csv] [--meta meta.csv] [--out pred.csv] [--json]
 
-The CSV formats are in README.md ("Predicting final losses from CSV curves").
+The CSV formats are in README.md ("The CSV format of `evo.predict`"). Bad input exits with 2 and
+one line `FILE:LINE: problem`; beyond the README's list, these are refused:
+- a loss or final_loss that is not finite or exceeds 1e30 in magnitude (the predictors' range: a
+  formula's output is clipped to +-1e30, so a larger loss could not come back unchanged);
+- a curve whose train rows all lie before --early-steps (the early budget must fall within the
+  curve, else its features would be extrapolated);
+- --finals sharing fewer than two curve_ids with --curves (no pair to rank);
+- a formula nested deeper than primitives.export.MAX_TREE_DEPTH.
+A CSV may start with a UTF-8 byte-order mark.
 """
 from __future__ import annotations
 
@@ -20,8 +28,13 @@ from primitives.baselines import BASELINES
 from primitives.export import load_predictor
 from primitives.features import ALL_FEATURES, curve_features
 from primitives.fitness import kendall_tau, spearman
+from primitives.pset import BIG
 
 PROG = "python -m evo.predict"
+MAX_LOSS = BIG
+"""largest loss magnitude accepted: formulas clip their output to [-BIG, BIG]"""
+MAX_STEPS = 2 ** 53
+"""largest --full-steps: every step below it is exact as a float"""
 
 
 class InputError(Exception):
@@ -31,7 +44,7 @@ class InputError(Exception):
 def _rows(path: str, required: tuple[str, ...]):
     """Yield (line number, row dict) of a CSV file, checking the header has the required columns."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM is not a header
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [c for c in required if c not in header]
@@ -49,8 +62,8 @@ def _rows(path: str, required: tuple[str, ...]):
         raise InputError(f"{path}: not a readable CSV file: {err}") from None
 
 
-def _number(text: str, what: str, where: str, positive: bool = False) -> float:
-    """A finite float (optionally > 0) parsed from a CSV field."""
+def _number(text: str, what: str, where: str, positive: bool = False, loss: bool = False) -> float:
+    """A finite float (optionally > 0; a loss at most MAX_LOSS in magnitude) from a CSV field."""
     try:
         x = float(text)
     except ValueError:
@@ -58,23 +71,33 @@ def _number(text: str, what: str, where: str, positive: bool = False) -> float:
     if not math.isfinite(x) or (positive and x <= 0):
         kind = "a finite positive number" if positive else "finite"
         raise InputError(f"{where}: {what} must be {kind}, got {text!r}")
+    if loss and abs(x) > MAX_LOSS:
+        raise InputError(f"{where}: {what} must be finite and at most {MAX_LOSS:g} in magnitude "
+                         f"(the predictors' range), got {text!r}")
     return x
 
 
 def read_curves(path: str, early_steps: int) -> dict[str, dict]:
-    """curve_id -> {"train": (steps, losses), "val": (...), "line": first line}; early points."""
+    """curve_id -> {"train": (steps, losses), "val": (...), "line": first line}; early points.
+
+    Each curve needs two train points with step <= early_steps and must reach early_steps (a train
+    row at or past it): features are defined on fractions of the early budget.
+    """
     curves: dict[str, dict] = {}
     for line, row in _rows(path, ("curve_id", "step", "split", "loss")):
         where = f"{path}:{line}"
         if not row["curve_id"]:
             raise InputError(f"{where}: empty curve_id")
-        if not row["step"].isdigit():
+        if not (row["step"].isascii() and row["step"].isdigit()):
             raise InputError(f"{where}: step must be a non-negative integer, got {row['step']!r}")
         if row["split"] not in ("train", "val"):
             raise InputError(f"{where}: split must be 'train' or 'val', got {row['split']!r}")
-        loss = _number(row["loss"], "loss", where)
-        c = curves.setdefault(row["curve_id"], {"train": ([], []), "val": ([], []), "line": line})
+        loss = _number(row["loss"], "loss", where, loss=True)
+        c = curves.setdefault(row["curve_id"], {"train": ([], []), "val": ([], []), "line": line,
+                                                 "last": (-1, line)})
         step = int(row["step"])
+        if row["split"] == "train" and step > c["last"][0]:
+            c["last"] = (step, line)
         if step <= early_steps:
             c[row["split"]][0].append(step)
             c[row["split"]][1].append(loss)
@@ -84,6 +107,11 @@ def read_curves(path: str, early_steps: int) -> dict[str, dict]:
         if len(c["train"][0]) < 2:
             raise InputError(f"{path}:{c['line']}: curve {cid!r} has {len(c['train'][0])} train "
                              f"point(s) with step <= {early_steps}; at least two are needed")
+        last, line = c.pop("last")
+        if last < early_steps:
+            raise InputError(f"{path}:{line}: curve {cid!r} ends at train step {last}, before "
+                             f"--early-steps {early_steps}; the early budget must lie within "
+                             f"every curve")
     return curves
 
 
@@ -95,16 +123,29 @@ def read_table(path: str, columns: tuple[str, ...],
         where = f"{path}:{line}"
         if row["curve_id"] in out:
             raise InputError(f"{where}: duplicate curve_id {row['curve_id']!r}")
-        out[row["curve_id"]] = tuple(_number(row[c], c, where, positive) for c in columns)
+        out[row["curve_id"]] = tuple(_number(row[c], c, where, positive, loss=c.endswith("loss"))
+                                     for c in columns)
     return out
+
+
+def _finite(value: float, what: str, cid: str, curves_path: str, line: int) -> float:
+    """The value, or InputError naming the curve when it overflowed."""
+    if not math.isfinite(value):
+        raise InputError(f"{curves_path}:{line}: curve {cid!r}: {what} is {value} (its numbers "
+                         f"overflow)")
+    return value
 
 
 def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
     """Predictions per curve and whether they are in loss units (MAE meaningful)."""
     if args.predictor:
         func = BASELINES[args.predictor]
-        preds = {cid: func(*c["train"], *c["val"], args.early_steps, args.full_steps)
-                 for cid, c in curves.items()}
+        preds = {}
+        for cid, c in curves.items():
+            with np.errstate(all="ignore"):
+                p = func(*c["train"], *c["val"], args.early_steps, args.full_steps)
+            preds[cid] = _finite(p, f"the {args.predictor} prediction", cid, args.curves,
+                                 c["line"])
         return preds, args.predictor != "sotl"
     try:
         predictor = load_predictor(args.formula)
@@ -124,8 +165,11 @@ def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
             raise InputError(f"{args.meta}: no row for curve {cid!r}, whose formula needs "
                              f"{needs_meta[0]!r}")
         n_params, lr = meta.get(cid, (None, None))
-        feats = curve_features(*c["train"], *c["val"], args.early_steps, args.full_steps,
-                               n_params=n_params, lr=lr)
+        with np.errstate(all="ignore"):
+            feats = curve_features(*c["train"], *c["val"], args.early_steps, args.full_steps,
+                                   n_params=n_params, lr=lr)
+        for name in predictor.features:
+            _finite(feats[name], f"feature {name!r}", cid, args.curves, c["line"])
         preds[cid] = predictor(feats)
     return preds, True
 
@@ -133,6 +177,8 @@ def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
 def scores(preds: dict[str, float], finals: dict[str, tuple[float, ...]], mae_ok: bool) -> dict:
     """Kendall tau-b, Spearman and MAE (None when not in loss units) over curves with a final."""
     ids = [cid for cid in preds if cid in finals]
+    if len(ids) < 2:
+        raise ValueError(f"{len(ids)} curve(s) have a final; the scores need at least two")
     p = np.array([preds[c] for c in ids])
     t = np.array([finals[c][0] for c in ids])
     mae = float(np.abs(p - t).mean()) if (mae_ok and ids) else None
@@ -165,14 +211,21 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
-        if args.early_steps <= 0 or args.full_steps < args.early_steps:
-            raise InputError(f"need 0 < --early-steps <= --full-steps, got "
+        if not 0 < args.early_steps <= args.full_steps <= MAX_STEPS:
+            raise InputError(f"need 0 < --early-steps <= --full-steps <= 2**53, got "
                              f"{args.early_steps} and {args.full_steps}")
         if args.json and not args.finals:
             raise InputError("--json needs --finals")
         curves = read_curves(args.curves, args.early_steps)
         finals = read_table(args.finals, ("final_loss",), positive=False) if args.finals else None
+        if finals is not None:
+            shared = [c for c in curves if c in finals]
+            if len(shared) < 2:
+                which = f"only curve {shared[0]!r}" if shared else "no curve_id"
+                raise InputError(f"{args.finals} and {args.curves} share {which}; the scores "
+                                 f"need at least two curves present in both files")
         preds, mae_ok = predict_all(args, curves)
+        s = scores(preds, finals, mae_ok) if finals is not None else None
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["curve_id", "predicted_final"])
@@ -189,9 +242,8 @@ def main(argv=None) -> int:
     except OSError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    if finals is None:
+    if s is None:
         return 0
-    s = scores(preds, finals, mae_ok)
     skipped = sum(1 for c in preds if c not in finals)
     if args.json:
         print(json.dumps(s))

@@ -6,7 +6,9 @@ unsimplified expression, which is still exact.
 
 Loading never evaluates file text: the formula is rebuilt from the "tree" field through
 `tree_from_string` (a token whitelist), and the "sympy" field is only checked to contain
-nothing but names, numbers and operators.
+nothing but names, numbers and operators. A tree nested deeper than MAX_TREE_DEPTH is refused
+before it is parsed: the parser recurses per level and DEAP compiles a tree through Python source,
+whose parser refuses 200 nested parentheses.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from primitives.pset import LAMBDIFY_MODULES, SYMPY_OPS, compile_tree, finite_pr
 FORMAT = "dimorph-predictor"
 VERSION = 1
 SIMPLIFY_MAX_SIZE = 40
+MAX_TREE_DEPTH = 100
+"""deepest nesting of primitives a loaded tree may have (evolved trees are at most 8 deep)"""
 # names that may appear in an exported sympy string besides the feature names
 SYMPY_NAMES = {"ProtectedDiv", "Min", "Max", "Abs", "exp", "log", "sqrt", "sign", "Piecewise",
                "And", "Or", "Not", "Eq", "Ne", "True", "False", "E", "pi", "oo", "zoo", "nan",
@@ -101,6 +105,18 @@ def export_predictor(tree, pset: gp.PrimitiveSet, meta: dict | None = None,
         "feature_order": list(pset.arguments),
         "meta": meta,
     }
+
+
+def nesting_depth(text: str) -> int:
+    """Deepest parenthesis nesting of a text (no recursion, any length)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
 
 
 def _check_sympy_text(text: str, allowed: set[str]) -> None:
@@ -179,11 +195,15 @@ def load_predictor(doc_or_path) -> Predictor:
     order = doc.get("feature_order")
     if not isinstance(order, list) or not all(isinstance(n, str) for n in order):
         raise ValueError(f"{where}: feature_order must be a list of names, got {order!r}")
+    text = doc.get("tree")
+    if isinstance(text, str) and nesting_depth(text) > MAX_TREE_DEPTH:
+        raise ValueError(f"{where}: the tree is nested {nesting_depth(text)} deep, more than the "
+                         f"{MAX_TREE_DEPTH} a predictor may have")
     try:
         pset = make_pset(order)
-        tree = tree_from_string(doc.get("tree"), pset)
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        tree = tree_from_string(text, pset)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{where}: {_one_line(err)}") from None
     features = used_features(tree, pset)
     if "features" in doc and doc["features"] != features:
         raise ValueError(f"{where}: 'features' {doc['features']!r} does not match the tree, "
@@ -198,4 +218,14 @@ def load_predictor(doc_or_path) -> Predictor:
     meta = doc.get("meta", {})
     if not isinstance(meta, Mapping):
         raise ValueError(f"{where}: 'meta' must be an object, got {type(meta).__name__}")
-    return Predictor(tree, pset, dict(meta))
+    try:
+        return Predictor(tree, pset, dict(meta))
+    except (SyntaxError, RecursionError, MemoryError) as err:  # compile limits of deep trees
+        raise ValueError(f"{where}: the tree cannot be compiled "
+                         f"({type(err).__name__}: {_one_line(err)})") from None
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an exception's message."""
+    text = str(err.msg if isinstance(err, SyntaxError) else err)
+    return text.splitlines()[0] if text else type(err).__name__
