@@ -104,6 +104,7 @@ class Preset:
     n_val_windows: int
     n_train_eval_windows: int
     eval_interval: int
+    early_evals: int  # validation points inside the early budget (evenly spaced; 0: eval_interval only)
     warmup_steps: int  # used when a genome has no warmup gene
     min_lr_ratio: float
     betas: tuple[float, float]
@@ -121,11 +122,18 @@ class Preset:
             raise ValueError(f"baseline genes {sorted(self.baseline)} differ from the space {names}")
         if not 0 < self.early_frac < 1:
             raise ValueError(f"early_frac must be in (0, 1), got {self.early_frac}")
+        if self.early_evals < 0:
+            raise ValueError(f"early_evals must be >= 0, got {self.early_evals}")
 
     @property
     def early_steps(self) -> int:
         """Early budget in steps: round(full_steps * early_frac)."""
         return max(1, round(self.full_steps * self.early_frac))
+
+    @property
+    def dense_eval_interval(self) -> int:
+        """Steps between validation points inside the early budget (the early budget's last step included)."""
+        return max(1, self.early_steps // self.early_evals) if self.early_evals else self.eval_interval
 
     @property
     def gene_names(self) -> tuple[str, ...]:
@@ -166,14 +174,16 @@ class Preset:
                          warmup_steps=(round(float(g["warmup"]) * self.full_steps) if "warmup" in g
                                        else self.warmup_steps),
                          max_steps=self.full_steps, beta1=self.betas[0], beta2=self.betas[1],
-                         grad_clip=self.grad_clip, eval_interval=self.eval_interval, device=device,
+                         grad_clip=self.grad_clip, eval_interval=self.eval_interval,
+                         dense_eval_until=self.early_steps if self.early_evals else 0,
+                         dense_eval_interval=self.dense_eval_interval, device=device,
                          dtype=self.dtype, compile=self.compile, threads=1)
         return gpt, tc
 
 
 TINY = Preset(
     name="tiny", block_size=32, batch_size=16, full_steps=600, early_frac=0.1, train_tokens=10_000,
-    n_val_windows=32, n_train_eval_windows=32, eval_interval=60, warmup_steps=0, min_lr_ratio=0.1,
+    n_val_windows=256, n_train_eval_windows=64, eval_interval=30, early_evals=6, warmup_steps=0, min_lr_ratio=0.1,
     betas=(0.9, 0.99), grad_clip=1.0, dtype="float32", compile=False,
     baseline=dict(n_layer=2, n_head=2, head_size=16, mlp_ratio=4, dropout=0.1, lr=1e-3,
                   batch_size=16, weight_decay=0.1, warmup=0.0),
@@ -188,7 +198,7 @@ TINY = Preset(
 # over 200 batches of 64 windows (fixed windows here).
 PAPER = Preset(
     name="paper", block_size=256, batch_size=64, full_steps=5000, early_frac=0.1, train_tokens=None,
-    n_val_windows=200 * 64, n_train_eval_windows=200 * 64, eval_interval=250, warmup_steps=100,
+    n_val_windows=200 * 64, n_train_eval_windows=200 * 64, eval_interval=250, early_evals=0, warmup_steps=100,
     min_lr_ratio=0.1, betas=(0.9, 0.99), grad_clip=1.0, dtype="bfloat16", compile=True,
     baseline=dict(n_layer=6, n_head=6, head_size=64, mlp_ratio=4, dropout=0.2, lr=1e-3,
                   batch_size=64, weight_decay=0.1, warmup=0.02),

@@ -35,6 +35,8 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
     eval_interval: int = 60
+    dense_eval_until: int = 0  # also evaluate every dense_eval_interval steps up to this step
+    dense_eval_interval: int = 1
     device: str = "cpu"
     dtype: str = "float32"  # "bfloat16" autocasts on CUDA only
     compile: bool = False  # torch.compile on CUDA only
@@ -46,7 +48,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
-        for name in ("batch_size", "max_steps", "eval_interval"):
+        for name in ("batch_size", "max_steps", "eval_interval", "dense_eval_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_steps <= self.max_steps:
@@ -62,8 +64,16 @@ class TrainConfig:
             raise ValueError(f"device must be cpu, cuda or mps, got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.dense_eval_until < 0:
+            raise ValueError(f"dense_eval_until must be >= 0, got {self.dense_eval_until}")
         if self.diverge_loss is not None and not self.diverge_loss > 0:
             raise ValueError(f"diverge_loss must be > 0, got {self.diverge_loss}")
+
+    def evaluates_at(self, step: int) -> bool:
+        """True when validation runs after `step` updates (step 0 and a call's last step always do)."""
+        return step % self.eval_interval == 0 or (
+            step <= self.dense_eval_until and (step % self.dense_eval_interval == 0
+                                               or step == self.dense_eval_until))
 
     def lr_at(self, step: int) -> float:
         """nanoGPT's get_lr: linear warmup, then cosine from lr to min_lr at max_steps."""
@@ -252,7 +262,7 @@ def _train(gpt_cfg, cfg, data, steps, seed, state, progress, device) -> TrainRes
         if not loss_v <= threshold:  # NaN compares False
             diverge_reason = f"train loss {loss_v} at step {step} (threshold {threshold:.3g})"
             break
-        if step % cfg.eval_interval == 0 or step == steps:
+        if cfg.evaluates_at(step) or step == steps:
             evaluate(step)
             if bar is not None:
                 bar.set_postfix(val=f"{val_losses[-1]:.4f}")

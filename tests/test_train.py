@@ -104,3 +104,31 @@ def test_measure_inference_runs(monkeypatch, one_thread):
     assert [c[2]["use_cache"] for c in calls] == [True, True, False]
     assert calls[0][2]["temperature"] == 0.8 and calls[0][2]["top_k"] == 200
     assert model.training  # the mode is restored
+
+
+def test_dense_early_evaluations_and_exact_continuation():
+    """The tiny preset validates 6 times inside the early budget; early + continuation == one run."""
+    import dataclasses
+
+    from models.presets import get_preset
+
+    assert get_preset("tiny").dense_eval_interval == 10 and get_preset("tiny").early_steps == 60
+    p = dataclasses.replace(get_preset("tiny"), full_steps=40, early_frac=0.3, eval_interval=20, early_evals=4)
+    assert p.early_steps == 12 and p.dense_eval_interval == 3
+    import numpy as np
+
+    from models.data import CharDataset, make_token_data
+
+    text = "the quick brown fox jumps over the lazy dog. " * 60
+    chars = "".join(sorted(set(text)))
+    ids = np.array([chars.index(c) for c in text], dtype=np.uint16)
+    ds = CharDataset(chars, ids[:2400], ids[2400:], "synthetic")
+    data = make_token_data(ds, p.block_size, 1000, 8, 8)
+    gpt, tc = p.configs(p.baseline, ds.vocab_size)
+    straight = train(gpt, tc, data, 40, seed=5)
+    assert straight.eval_steps == [0, 3, 6, 9, 12, 20, 40]
+    early = train(gpt, tc, data, 12, seed=5)
+    assert early.eval_steps == [0, 3, 6, 9, 12]
+    cont = train(gpt, tc, data, 40, seed=5, state=early.state)
+    assert cont.eval_steps == straight.eval_steps
+    assert cont.val_losses == straight.val_losses and cont.train_losses == straight.train_losses
