@@ -40,6 +40,9 @@ class Config:
     """early budget as a fraction of the full budget (None: the preset's)"""
     full_steps: int | None = None
     """full training budget in steps (None: the preset's)"""
+    table: str | None = None
+    """search a tabular benchmark by lookup instead of training (a table directory, docs/TABLES.md);
+    --budget-flops is then in the table's cost unit"""
     arch_features: bool = False
     """let females use architecture features (log params, log lr) besides curve features"""
     experiment: str = "dimorph"
@@ -109,6 +112,11 @@ class Config:
              "give either --dask-scheduler or --dask-local, not both")
         need(self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")
              or self.device == "mps", f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.table is not None:
+            need(Path(self.table, "table.json").is_file(),
+                 f"table must be a directory holding table.json (docs/TABLES.md), got {self.table!r}")
+            need(self.full_steps is None and self.early_frac is None,
+                 "--full-steps and --early-frac come from the table's table.json; do not give them with --table")
         if self.data is not None:
             need(Path(self.data).is_file(), f"data file not found: {self.data!r}")
 
@@ -120,6 +128,8 @@ class Config:
     @property
     def n_workers(self) -> int:
         """Worker processes to start (0: serial). Auto (-1) uses the CPU cores on CPU, serial on GPU."""
+        if self.table:
+            return 0  # a lookup costs microseconds: workers would only add overhead
         if self.workers >= 0:
             return self.workers
         if self.device != "cpu" or self.dask_scheduler or self.dask_local:

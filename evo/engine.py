@@ -24,7 +24,10 @@ INF = float("inf")
 
 
 def search_preset(cfg: Config) -> Preset:
-    """The preset with the config's budget overrides applied."""
+    """The preset with the config's budget overrides applied (or the space of --table)."""
+    if cfg.table:
+        from evo.table import load_table
+        return load_table(cfg.table).space()
     p = get_preset(cfg.preset)
     changes = {k: v for k, v in (("full_steps", cfg.full_steps), ("early_frac", cfg.early_frac)) if v is not None}
     return dc_replace(p, **changes) if changes else p
@@ -33,11 +36,11 @@ def search_preset(cfg: Config) -> Preset:
 class Search:
     """One search. `executor.run(tasks)` yields results as they finish; `tracker` is the MLflow writer."""
 
-    def __init__(self, cfg: Config, executor, tracker, on_eval=None, on_generation=None):
+    def __init__(self, cfg: Config, executor, tracker, on_eval=None, on_generation=None, ckpt=None):
         self.cfg, self.executor, self.tracker = cfg, executor, tracker
         self.preset = search_preset(cfg)
         self.E, self.F = self.preset.early_steps, self.preset.full_steps
-        self.ckpt = Checkpoint(cfg.out_dir, cfg.search_fields(), resume=cfg.resume)
+        self.ckpt = ckpt or Checkpoint(cfg.out_dir, cfg.search_fields(), resume=cfg.resume)
         self.arch_tb = make_arch_toolbox(self.preset)
         self.fem = Females(cfg.arch_features) if cfg.mode in ("female", "combined") else None
         self.records: dict[str, dict] = {}   # key -> everything known about an evaluated architecture
@@ -45,6 +48,7 @@ class Search:
         self.seen: set[str] = set()          # genes_key of every architecture evaluated so far
         self.males: list = []
         self.compute = {"flops": 0.0, "seconds": 0.0, "early_trainings": 0, "full_trainings": 0}
+        self.history: list[dict] = []  # after each full training: compute used, best target so far
         self.logbook = tools.Logbook()
         self.best_state: str | None = None
         self.wait_s = 0.0  # seconds the driver spent waiting for evaluations
@@ -93,11 +97,13 @@ class Search:
             if rec.get("features") is not None and math.isfinite(rec["target"]):
                 self.archive.append(rec)
             self._keep_best_state(rec, task)
+            self.history.append({"flops": self.compute["flops"], "full_trainings": self.compute["full_trainings"],
+                                 "best_val_loss": min([r["target"] for r in self.archive] + [rec["target"]])})
         self._log(rec, task, res)
 
     def _features(self, rec: dict) -> dict:
         r = rec["early"]
-        steps = list(range(1, len(r["train_losses"]) + 1))
+        steps = r.get("train_steps") or list(range(1, len(r["train_losses"]) + 1))
         return curve_features(steps, r["train_losses"], r["eval_steps"], r["val_losses"], self.E, self.F,
                               n_params=r.get("n_params"), lr=rec["genes"].get("lr"))
 
@@ -320,6 +326,7 @@ class Search:
             "best": best and {"key": best["key"], "genes": best["genes"], "target": best.get("target"),
                               "run_id": best.get("run_id"), "state": self.best_state},
             "compute": dict(self.compute),
+            "history": self.history,
             "logbook": list(self.logbook),
             "rng": _jsonable(random.getstate()),
         }

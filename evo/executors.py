@@ -248,6 +248,10 @@ def visible_gpus() -> int:
 
 def make_executor(cfg, fn: Callable | None = None):
     """The executor the config asks for: Dask, local processes (spread over GPUs), or serial."""
+    if getattr(cfg, "table", None) and fn is None:  # a tabular benchmark: evaluation by lookup
+        from evo.table import TableEvaluator
+
+        fn = TableEvaluator(cfg.table)
     if cfg.dask_scheduler or cfg.dask_local:
         from evo.dask_executor import DaskExecutor
 

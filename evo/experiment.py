@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--asha-eta", type=int, default=3, help="ASHA reduction factor")
     ap.add_argument("--re-population", type=int, default=8, help="aging evolution population P")
     ap.add_argument("--re-sample", type=int, default=3, help="aging evolution tournament sample S")
+    ap.add_argument("--table", default=None, help="run every method against this table by lookup "
+                    "(docs/TABLES.md): many seeds in minutes, paired statistics, no MLflow")
+    ap.add_argument("--budgets", default=None, help="with --table: comma list of budgets in mean full "
+                    "trainings of the table (default: 10,20,40,80)")
+    ap.add_argument("--json", action="store_true", help="with --table: print one JSON object on the last line")
     ap.add_argument("--inference-samples", type=int, default=10)
     ap.add_argument("--inference-tokens", type=int, default=500)
     a = ap.parse_args(argv)
@@ -85,6 +91,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(a, name) < (2 if name != "re_sample" else 1):
             raise ValueError(f"--{name.replace('_', '-')} is too small: {getattr(a, name)}")
     return a
+
+
+def _budgets(text: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--budgets must be a comma list of numbers, got {text!r}") from None
+    if not vals or not all(v > 0 and math.isfinite(v) for v in vals):
+        raise ValueError(f"--budgets must be positive numbers, got {text!r}")
+    return sorted(vals)
 
 
 def baseline_flops(preset_name: str, full_steps: int | None, data: str | None) -> float:
@@ -234,6 +250,13 @@ def write_table(rows: list[dict], out: Path, note: str) -> tuple[Path, Path]:
 def main(argv=None) -> dict:
     """Run every method-seed (skipping finished ones), then write the table and figures."""
     a = parse_args(argv)
+    if a.table:
+        from evo import tablestats
+        budgets = tablestats.DEFAULT_BUDGETS if a.budgets is None else _budgets(a.budgets)
+        out = Path(a.out if a.out != "results/experiment" else f"results/table-{Path(a.table).name}")
+        workers = a.workers if a.workers > 0 else (os.cpu_count() or 1)
+        return tablestats.run(a.table, a.methods, a.seeds, list(budgets), out, workers=workers,
+                              as_json=a.json)
     if a.budget_flops is None:
         a.budget_flops = a.budget_trainings * baseline_flops(a.preset, a.full_steps, a.data)
     out = Path(a.out)

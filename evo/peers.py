@@ -28,7 +28,7 @@ INF = float("inf")
 class PeerSearch:
     """Shared plumbing: journaled trainings, compute, MLflow logging, the best architecture."""
 
-    def __init__(self, cfg: Config, method: str, executor, tracker, **opts):
+    def __init__(self, cfg: Config, method: str, executor, tracker, ckpt=None, **opts):
         if method not in PEERS:
             raise ValueError(f"peer method must be one of {', '.join(PEERS)}, got {method!r}")
         self.cfg, self.method, self.executor, self.tracker, self.opts = cfg, method, executor, tracker, opts
@@ -36,8 +36,8 @@ class PeerSearch:
         self.E, self.F = self.preset.early_steps, self.preset.full_steps
         search = {k: v for k, v in cfg.search_fields().items()
                   if k in ("preset", "seed", "budget_flops", "early_frac", "full_steps", "threads")}
-        self.resumed = (cfg.out_dir / "checkpoint.json").exists()
-        self.ckpt = Checkpoint(cfg.out_dir, {**search, "method": method, **opts}, resume=self.resumed)
+        self.resumed = ckpt is None and (cfg.out_dir / "checkpoint.json").exists()
+        self.ckpt = ckpt or Checkpoint(cfg.out_dir, {**search, "method": method, **opts}, resume=self.resumed)
         self.records: dict[str, dict] = {}
         self.compute = {"flops": 0.0, "seconds": 0.0, "trainings": 0, "full_trainings": 0}
         self.history: list[dict] = []  # after each training: compute used, best target so far

@@ -88,7 +88,7 @@ def main(cfg: Config) -> dict:
 
         def finish():
             t_inf = time.perf_counter()
-            best = best_numbers(search)
+            best = best_numbers(search, measure=not cfg.table)
             t_inf = time.perf_counter() - t_inf
             summary = _summary(search, tracker, best)
             wall = time.perf_counter() - t_start - t_inf

@@ -1,0 +1,193 @@
+"""`python -m evo.bench build`: train a random sample of a preset's space once, write a table.
+
+    python -m evo.bench build --preset tiny --n 500 --out benchmarks/tables/tiny --workers 2
+
+Architecture 0 is the preset's baseline, the rest are drawn uniformly from the space with --seed.
+Each training is journaled as it finishes (`build.jsonl` in --out), so an interrupted build
+resumes with the same command. `--noise N --noise-seeds K` trains the first N architectures with
+K more seeds each, for the seed-noise record `seeds.csv`. The table format is in docs/TABLES.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+from evo.evaluate import EvalTask
+from evo.genome import eval_seed
+from models.presets import PRESETS, get_preset
+
+
+def _tasks(preset, n: int, seed: int, noise: int, noise_seeds: int, data: str | None) -> list[EvalTask]:
+    rng = random.Random(seed)
+    archs = [dict(preset.baseline)] + [preset.sample(rng) for _ in range(n - 1)]
+    tasks = [EvalTask(key=f"a{i}", genes=g, preset=preset, steps=preset.full_steps,
+                      seed=eval_seed(seed, g), data=data, phase="straight", meta={"arch": i, "rep": 0})
+             for i, g in enumerate(archs)]
+    for r in range(1, noise_seeds + 1):
+        tasks += [EvalTask(key=f"a{i}-s{r}", genes=g, preset=preset, steps=preset.full_steps,
+                           seed=eval_seed(seed + 1000 * r, g), data=data, phase="straight",
+                           meta={"arch": i, "rep": r}) for i, g in enumerate(archs[:noise])]
+    return tasks
+
+
+def _journal(path: Path) -> dict[str, dict]:
+    done = {}
+    if path.exists():
+        lines = path.read_text().splitlines()
+        for n, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+                done[rec["key"]] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                if n != len(lines):  # only a last line cut short by a kill is forgiven
+                    raise ValueError(f"{path}:{n}: corrupt journal line") from None
+    return done
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.5f}"
+
+
+def write_table(out: Path, preset, tasks: list[EvalTask], done: dict[str, dict], meta: dict) -> dict:
+    """archs.csv, curves.csv, seeds.csv and table.json from the journaled results."""
+    genes = list(preset.gene_names)
+    archs, curves, seeds = io.StringIO(), io.StringIO(), io.StringIO()
+    aw, cw, sw = (csv.writer(b, lineterminator="\n") for b in (archs, curves, seeds))
+    aw.writerow(["arch_id", *genes, "n_params", "cost_per_step", "seed", "seconds_per_step", "tokens_per_s",
+                 "diverged"])
+    cw.writerow(["curve_id", "step", "split", "loss"])
+    sw.writerow(["arch_id", "seed", "best_val_loss", "final_val_loss", "early_val_loss"])
+    failed = 0
+    for t in tasks:
+        r = done[t.key]
+        i, rep = t.meta["arch"], t.meta["rep"]
+        if r.get("error") or not r.get("train_losses"):
+            failed += 1
+            continue
+        vals = [(s, v) for s, v in zip(r["eval_steps"], r["val_losses"]) if v is not None]
+        early = [v for s, v in vals if s <= preset.early_steps]
+        sw.writerow([f"a{i}", t.seed, _fmt(r["best_val_loss"]),
+                     "" if r["final_val_loss"] is None else _fmt(r["final_val_loss"]),
+                     _fmt(early[-1]) if early else ""])
+        if rep:
+            continue
+        steps = max(1, r["steps"])
+        aw.writerow([f"a{i}", *[t.genes[g] for g in genes], r["n_params"], f"{r['flops'] / steps:.6g}", t.seed,
+                     f"{r['wall_time'] / steps:.6g}", f"{r['tokens_per_s']:.6g}", int(bool(r["diverged"]))])
+        for s, v in enumerate(r["train_losses"], 1):
+            if v is not None:  # a diverged curve ends at its last finite point
+                cw.writerow([f"a{i}", s, "train", _fmt(v)])
+        for s, v, te in zip(r["eval_steps"], r["val_losses"], r["train_eval_losses"]):
+            if v is not None:
+                cw.writerow([f"a{i}", s, "val", _fmt(v)])
+            if te is not None:
+                cw.writerow([f"a{i}", s, "train_eval", _fmt(te)])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "archs.csv").write_text(archs.getvalue())
+    (out / "curves.csv").write_text(curves.getvalue())
+    (out / "seeds.csv").write_text(seeds.getvalue())
+    doc = {"format": "dimorph-table", "version": 1, "name": preset.name, "full_steps": preset.full_steps,
+           "early_steps": preset.early_steps, "genes": genes, "cost_unit": "training FLOPs",
+           "target": "best validation loss over the full budget", "baseline": "a0",
+           "log_genes": [p.name for p in preset.space if getattr(p, "log", False)],
+           "failed_trainings": failed, **meta}
+    (out / "table.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def build(a) -> dict:
+    import torch
+
+    from evo.evaluate import token_data
+    from evo.executors import ProcessExecutor, SerialExecutor
+    from models.data import load_dataset
+
+    preset = get_preset(a.preset)
+    if a.full_steps is not None:
+        import dataclasses
+        if a.full_steps < 2:
+            raise ValueError(f"--full-steps must be >= 2, got {a.full_steps}")
+        preset = dataclasses.replace(preset, full_steps=a.full_steps)
+    if a.n < 2:
+        raise ValueError(f"--n must be >= 2, got {a.n}")
+    if not 0 <= a.noise <= a.n:
+        raise ValueError(f"--noise must be in [0, --n={a.n}], got {a.noise}")
+    ds = load_dataset(a.data)
+    token_data(a.data, preset)  # fail here, not in every worker, if the data is unusable
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "build.jsonl"
+    tasks = _tasks(preset, a.n, a.seed, a.noise, a.noise_seeds, a.data)
+    done = _journal(jpath)
+    todo = [t for t in tasks if t.key not in done]
+    t0 = time.perf_counter()
+    ex = ProcessExecutor(a.workers) if a.workers > 0 else SerialExecutor()
+    tty = sys.stdout.isatty()
+    with ex, open(jpath, "a") as fh:
+        for k, r in enumerate(ex.run(todo), 1):
+            r = {k2: v for k2, v in r.items() if k2 != "traceback"}
+            fh.write(json.dumps(r) + "\n")
+            fh.flush()
+            done[r["key"]] = r
+            if tty or k % 25 == 0 or k == len(todo):
+                el = time.perf_counter() - t0
+                msg = (f"{len(done)}/{len(tasks)} trainings | {el:.0f} s | "
+                       f"eta {el / k * (len(todo) - k):.0f} s")
+                print(("\r" + msg) if tty else msg, end="" if tty else "\n", flush=True)
+    if tty:
+        print()
+    meta = {"preset_config": _preset_doc(preset), "seed": a.seed, "n": a.n, "noise_archs": a.noise,
+            "noise_seeds": a.noise_seeds, "data_sha256": _sha256(ds.source),
+            "build_seconds": sum(r.get("eval_seconds", 0.0) for r in done.values()),
+            "workers": a.workers, "versions": {"python": platform.python_version(), "torch": torch.__version__},
+            "machine": platform.machine()}
+    doc = write_table(out, preset, tasks, done, meta)
+    print(f"table written to {out}: {a.n} architectures, {doc['failed_trainings']} failed trainings, "
+          f"{meta['build_seconds']:.0f} s of training")
+    return doc
+
+
+def _sha256(source: str) -> str | None:
+    p = Path(source)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+def _preset_doc(preset) -> dict:
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(preset).items() if k not in ("space", "baseline")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m evo.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="train a random sample of a preset's space and write a table")
+    b.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    b.add_argument("--n", type=int, default=500, help="architectures (the baseline is the first)")
+    b.add_argument("--seed", type=int, default=0, help="draws the architectures and their training seeds")
+    b.add_argument("--noise", type=int, default=30, help="architectures trained with extra seeds")
+    b.add_argument("--noise-seeds", type=int, default=2, help="extra seeds for each of those")
+    b.add_argument("--full-steps", type=int, default=None, help="override the preset's full budget")
+    b.add_argument("--workers", type=int, default=2, help="worker processes (0: in this process)")
+    b.add_argument("--data", default=None, help="a UTF-8 text file (default: Tiny Shakespeare)")
+    b.add_argument("--out", required=True, help="table directory (resumes a build found there)")
+    a = ap.parse_args(argv)
+    try:
+        build(a)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
