@@ -101,8 +101,8 @@ class DaskExecutor:
                             yield failed_result(tasks[j], f"evaluation lost {lost[j]} times ({f.status})")
                         else:
                             queue.appendleft(j)
-                    else:
-                        f.result()  # a bug in the evaluation: raise it here, as the serial executor does
+                    else:  # a bug in the evaluation or a SetupError: raise it here, as the
+                        f.result()  # serial executor does; the finally clause cancels the rest
         finally:
             if out:  # an abandoned or failed run: nothing of it keeps running
                 self.client.cancel([f for _, f in out.values()])

@@ -1,6 +1,10 @@
 """One evaluation as a pure task: (genes, budget, seed, data location) -> JSON-able result.
 
 Runs in the driver or in any worker (process pool, Dask). It never talks to MLflow; the driver does.
+A training that fails (diverges, runs out of memory, raises inside a step) is a result with `error`
+set; an unusable environment or configuration (data, device, an unknown gene, a state file that
+cannot be read or written) raises SetupError, which every executor hands to the driver unchanged so
+that the search stops at once with its message.
 """
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from models.presets import Preset
+from models.data import SetupError, check_device
+from models.presets import GENES, Preset
+
+__all__ = ["EvalTask", "SetupError", "check_task", "evaluate", "failed", "token_data"]
 
 
 @dataclass(frozen=True)
@@ -47,24 +54,49 @@ def _token_data(data, block_size, train_tokens, n_val_windows, n_train_eval_wind
     return make_token_data(load_dataset(data), block_size, train_tokens, n_val_windows, n_train_eval_windows)
 
 
+def check_task(task: EvalTask) -> None:
+    """SetupError for what no training of this task can get past: unknown genes, a bad device."""
+    unknown = sorted(set(task.genes) - set(GENES))
+    if unknown:
+        raise SetupError(f"evaluation {task.key}: unknown gene(s) {unknown}; known: {list(GENES)}")
+    check_device(task.device)
+
+
 def evaluate(task: EvalTask) -> dict:
-    """Train one candidate; failures inside training come back as a result with `error` set."""
+    """Train one candidate; failures inside training come back as a result with `error` set.
+
+    SetupError (see the module docstring) propagates: it is not a failed training.
+    """
     from models.train import load_state, save_state, train
 
     t0 = time.perf_counter()
+    check_task(task)
+    data = token_data(task.data, task.preset)
     try:
-        data = token_data(task.data, task.preset)
         gpt_cfg, train_cfg = task.preset.configs(task.genes, data.vocab_size, device=task.device)
         train_cfg = _with_threads(train_cfg, task.threads)
-        state = load_state(task.load_state) if task.load_state else None
+        state = None
+        if task.load_state:
+            try:
+                state = load_state(task.load_state)
+            except OSError as e:
+                raise SetupError(f"evaluation {task.key}: cannot read the saved early state "
+                                 f"{task.load_state} ({e.strerror or e}); workers on other machines "
+                                 f"need a shared --out folder") from None
         res = train(gpt_cfg, train_cfg, data, steps=task.steps, seed=task.seed, state=state)
         if task.save_state and res.state is not None:
-            os.makedirs(os.path.dirname(task.save_state) or ".", exist_ok=True)
             tmp = task.save_state + ".tmp"
-            save_state(res.state, tmp)
-            os.replace(tmp, task.save_state)
+            try:
+                os.makedirs(os.path.dirname(task.save_state) or ".", exist_ok=True)
+                save_state(res.state, tmp)
+                os.replace(tmp, task.save_state)
+            except OSError as e:
+                raise SetupError(f"evaluation {task.key}: cannot write the training state "
+                                 f"{task.save_state} ({e.strerror or e})") from None
         out = res.to_dict()
         out["error"] = None
+    except SetupError:
+        raise
     except Exception as e:  # a crashed training is a result, never a crash of the search
         if "out of memory" not in str(e).lower() and not isinstance(e, (RuntimeError, ValueError)):
             raise

@@ -3,7 +3,9 @@
 SerialExecutor runs in this process, ProcessExecutor in local worker processes (optionally placed on
 GPUs), DaskExecutor (evo/dask_executor.py) on a Dask cluster. All pass tasks through unchanged (each
 fixes its own seed and thread count), so results do not depend on the executor. A worker that dies
-costs the task it was running a retry; past `retries` the task comes back as a failed result.
+costs the task it was running a retry; past `retries` the task comes back as a failed result. An
+exception raised by the evaluation (a bug, or SetupError: an unusable environment or configuration)
+is never retried: every executor stops the run and raises it in the driver, as its own class.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import traceback
 from collections import deque
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+
+from models.data import SetupError  # light: models.data imports torch only when it makes tensors
 
 if TYPE_CHECKING:
     from evo.evaluate import EvalTask
@@ -37,8 +41,8 @@ def call(fn: Callable, task) -> dict:
     """fn(task), with an out-of-memory error turned into a failed result for this task alone."""
     try:
         res = fn(task)
-    except Exception as e:  # anything else is a bug and propagates, as in the serial executor
-        if "out of memory" not in str(e).lower():
+    except Exception as e:  # anything else is a bug or a SetupError and propagates
+        if isinstance(e, SetupError) or "out of memory" not in str(e).lower():
             raise
         res = failed_result(task, f"{type(e).__name__}: {e}")
     if "out of memory" in str(res.get("error") or "").lower():
@@ -100,14 +104,20 @@ def _worker_main(conn, device: str | None, fn: Callable) -> None:
             task = dataclasses.replace(task, device=device)
         try:
             out = (idx, call(fn, task), None)
-        except Exception as e:
-            tb = traceback.format_exc()
-            try:
-                pickle.dumps(e)
-            except Exception:
-                e = RuntimeError(f"{type(e).__name__}: {e}")
-            out = (idx, None, (e, tb))
+        except Exception as e:  # sent back to the driver, which raises it
+            out = (idx, None, (_portable(e), traceback.format_exc()))
         conn.send(out)
+
+
+def _portable(e: Exception) -> Exception:
+    """e if it survives a pickle round trip, else an exception of the nearest kind with its text."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        if isinstance(e, SetupError):
+            return SetupError(str(e))
+        return RuntimeError(f"{type(e).__name__}: {e}")
 
 
 class _Worker:

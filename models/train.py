@@ -294,7 +294,7 @@ def main(argv=None) -> dict:
     import argparse
     import json
 
-    from models.data import load_dataset, make_token_data
+    from models.data import check_device, load_dataset, make_token_data
     from models.presets import PRESETS, get_preset
 
     ap = argparse.ArgumentParser(prog="python -m models.train", description=main.__doc__)
@@ -311,12 +311,16 @@ def main(argv=None) -> dict:
         torch.set_num_threads(a.threads)  # for the inference samples; train() sets its own
     preset = get_preset(a.preset)
     steps = a.steps or preset.full_steps
-    ds = load_dataset(a.data)
-    data = make_token_data(ds, preset.block_size, preset.train_tokens, preset.n_val_windows,
-                           preset.n_train_eval_windows)
-    gpt_cfg, train_cfg = preset.configs(preset.baseline, ds.vocab_size, device=a.device)
-    train_cfg = replace(train_cfg, max_steps=steps, threads=a.threads,
-                                    warmup_steps=min(train_cfg.warmup_steps, steps))
+    try:  # no data, a bad device or a bad budget: one paragraph and exit code 2, no traceback
+        check_device(a.device)
+        ds = load_dataset(a.data)
+        data = make_token_data(ds, preset.block_size, preset.train_tokens, preset.n_val_windows,
+                               preset.n_train_eval_windows)
+        gpt_cfg, train_cfg = preset.configs(preset.baseline, ds.vocab_size, device=a.device)
+        train_cfg = replace(train_cfg, max_steps=steps, threads=a.threads,
+                                        warmup_steps=min(train_cfg.warmup_steps, steps))
+    except ValueError as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     r = train(gpt_cfg, train_cfg, data, steps, a.seed, progress=not a.json and steps >= 200)
     out = {"preset": preset.name, "steps": r.steps, "final_train_loss": r.final_train_loss,
            "best_val_loss": r.best_val_loss, "best_val_step": r.best_val_step,
