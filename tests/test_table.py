@@ -126,3 +126,26 @@ def test_experiment_on_a_table_prints_paired_statistics(table_dir, tmp_path, cap
     assert all(0 <= p <= 1 for ps in last["wilcoxon_p"].values() for p in ps if not math.isnan(p))
     assert s["seeds"] == 6 and (tmp_path / "res" / "regret_vs_cost.png").stat().st_size > 10_000
     assert "| combined |" in (tmp_path / "res" / "table.md").read_text()
+
+
+def test_evo_run_searches_a_table_end_to_end(table_dir, tmp_path, monkeypatch):
+    """`evo.run --table`: MLflow, checkpoint, summary and figures as in a live search, by lookup."""
+    from evo.checkpoint import read_snapshot
+    from evo.run import cli
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--table", str(table_dir), "--gens", "3", "--out", str(out), "--no-progress",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert cli(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    snap = read_snapshot(out)
+    t = load_table(str(table_dir))
+    targets = [r["target"] for r in snap["archive"]]
+    assert summary["best"]["best_val_loss"] == pytest.approx(min(targets))
+    for r in snap["archive"]:  # every archive target is its table row's target
+        assert r["target"] == pytest.approx(t.targets[t.row_of(r["genes"])])
+    assert summary["compute"]["full_trainings"] == len(snap["history"]) >= 8
+    assert (out / "val_curves.png").stat().st_size > 5_000
+    assert cli(argv + ["--resume"]) == 0  # a finished search resumes to the same result
+    assert json.loads((out / "summary.json").read_text())["best"] == summary["best"]
