@@ -128,7 +128,7 @@ class Config:
     @property
     def n_workers(self) -> int:
         """Worker processes to start (0: serial). Auto (-1) uses the CPU cores on CPU, serial on GPU."""
-        if self.table:
+        if self.table and self.workers < 0:
             return 0  # a lookup costs microseconds: workers would only add overhead
         if self.workers >= 0:
             return self.workers
