@@ -166,6 +166,39 @@ def _preset_doc(preset) -> dict:
     return {k: v for k, v in dataclasses.asdict(preset).items() if k not in ("space", "baseline")}
 
 
+def describe(directory: str) -> dict:
+    """A table's numbers: size, target spread, seed noise (seeds.csv), SNR, early-vs-final rank agreement."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from evo.table import Table
+
+    t = Table(directory)
+    y = t.targets[np.isfinite(t.targets)]
+    early = np.array([t.result(i, t.early_steps)["val_losses"][-1] for i in range(len(t.ids))], dtype=float)
+    ok = np.isfinite(early) & np.isfinite(t.targets)
+    out = {"archs": len(t.ids), "finite_targets": int(len(y)), "best": float(y.min()), "median": float(np.median(y)),
+           "worst": float(y.max()), "signal_std": float(y.std(ddof=1)),
+           "early_steps": t.early_steps, "full_steps": t.full_steps,
+           "tau_last_early_val_vs_target": float(kendalltau(early[ok], t.targets[ok])[0]),
+           "mean_full_cost": t.mean_full_cost(), "cost_unit": t.meta["cost_unit"]}
+    seeds = Path(directory) / "seeds.csv"
+    if seeds.is_file():
+        by: dict[str, list[float]] = {}
+        with open(seeds, newline="") as fh:
+            for row in csv.DictReader(fh):
+                by.setdefault(row["arch_id"], []).append(float(row["best_val_loss"]))
+        stds = [np.std(v, ddof=1) for v in by.values() if len(v) > 1]
+        if stds:
+            out["noise_archs"], out["noise_seeds"] = len(stds), int(np.mean([len(v) for v in by.values() if len(v) > 1]))
+            out["seed_noise_std"] = float(np.mean(stds))
+            out["snr"] = out["signal_std"] / out["seed_noise_std"]
+    sps = [float(e["seconds_per_step"]) for e in t.extra if e.get("seconds_per_step")]
+    if sps:
+        out["mean_full_training_s"] = float(np.mean(sps) * t.full_steps)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evo.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,8 +213,13 @@ def main(argv=None) -> int:
     b.add_argument("--workers", type=int, default=2, help="worker processes (0: in this process)")
     b.add_argument("--data", default=None, help="a UTF-8 text file (default: Tiny Shakespeare)")
     b.add_argument("--out", required=True, help="table directory (resumes a build found there)")
+    d = sub.add_parser("describe", help="print a table's size, target spread, seed noise and SNR as JSON")
+    d.add_argument("table", help="table directory")
     a = ap.parse_args(argv)
     try:
+        if a.cmd == "describe":
+            print(json.dumps(describe(a.table), indent=1))
+            return 0
         build(a)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -149,3 +149,31 @@ def test_evo_run_searches_a_table_end_to_end(table_dir, tmp_path, monkeypatch):
     assert (out / "val_curves.png").stat().st_size > 5_000
     assert cli(argv + ["--resume"]) == 0  # a finished search resumes to the same result
     assert json.loads((out / "summary.json").read_text())["best"] == summary["best"]
+
+
+def test_bench_build_writes_a_table_that_reproduces_its_trainings(tmp_path, shakespeare_path, capsys):
+    """A 3-architecture build: the table's lookups give back what the trainer returned."""
+    from evo.bench import describe, main
+
+    out = tmp_path / "tab"
+    argv = ["build", "--n", "3", "--full-steps", "30", "--noise", "1", "--noise-seeds", "2", "--workers", "0",
+            "--data", str(shakespeare_path), "--out", str(out)]
+    assert main(argv) == 0
+    journal = {json.loads(ln)["key"]: json.loads(ln) for ln in (out / "build.jsonl").read_text().splitlines()}
+    assert sorted(journal) == ["a0", "a0-s1", "a0-s2", "a1", "a2"]
+    t = Table(out)
+    assert t.ids == ["a0", "a1", "a2"] and t.full_steps == 30 and t.early_steps == 3
+    for i, aid in enumerate(t.ids):
+        r = journal[aid]
+        assert t.targets[i] == pytest.approx(r["best_val_loss"], abs=1e-5)
+        full = t.result(i, 30)
+        assert full["eval_steps"] == r["eval_steps"] and full["flops"] == pytest.approx(r["flops"], rel=1e-5)
+        assert full["train_losses"] == pytest.approx(r["train_losses"], abs=1e-5)
+    from models.presets import get_preset
+    assert t.space().baseline == get_preset("tiny").baseline  # a0 is the preset's baseline
+    d = describe(str(out))
+    s = [journal[k]["best_val_loss"] for k in ("a0", "a0-s1", "a0-s2")]
+    assert d["noise_archs"] == 1 and d["seed_noise_std"] == pytest.approx(np.std(s, ddof=1), abs=2e-5)
+    lines = (out / "build.jsonl").read_text()
+    assert main(argv) == 0  # a finished build resumes without training anything
+    assert (out / "build.jsonl").read_text() == lines and Table(out).targets.tolist() == t.targets.tolist()
