@@ -206,3 +206,17 @@ def test_models_train_cli_missing_data_one_paragraph(tmp_path):
     assert proc.stderr == (f"python -m models.train: error: DIMORPH_DATA='{missing}' does not exist; "
                            f"point it at a UTF-8 text file, pass --data PATH instead, or unset it "
                            f"to use Tiny Shakespeare\n")
+
+
+def test_tests_train_on_dimorph_data(tmp_path, shakespeare_path):
+    from conftest import CORPUS, is_tiny_shakespeare, pick_corpus
+
+    mine, real = tmp_path / "mine.txt", tmp_path / "real.txt"
+    mine.write_text("to be or not to be\n" * 50)
+    real.write_bytes(shakespeare_path.read_bytes())
+    assert pick_corpus({"DIMORPH_DATA": str(mine)}, real_text=real) == mine
+    assert pick_corpus({}, real_text=real) == real
+    assert pick_corpus({"DIMORPH_DATA": ""}, real_text=tmp_path / "absent.txt") is None
+    assert not is_tiny_shakespeare(mine) and not is_tiny_shakespeare(tmp_path / "absent.txt")
+    if CORPUS is not None:  # the session's corpus is the one DIMORPH_DATA or ../shared named
+        assert shakespeare_path == CORPUS.resolve()
