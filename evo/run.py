@@ -24,15 +24,24 @@ def seed_everything(seed: int) -> None:
 
 
 class _Bars:
-    """tqdm bars for generations and evaluations (silent with --no-progress)."""
+    """Progress (silent with --no-progress): tqdm bars for generations and evaluations when stdout is
+    a terminal; otherwise (a log file, a pipe) one plain line per generation on stdout, e.g.
+    `generation 3/20: best val loss 2.6266 | champion tau 0.629 | 1.57e+13 FLOPs | 123 s elapsed`."""
 
     def __init__(self, cfg: Config, enabled: bool):
-        self.gen = self.ev = None
-        if enabled:
-            from tqdm.auto import tqdm
-            total = 1 if cfg.mode == "baseline" else cfg.gens + 1
-            self.gen = tqdm(total=total, desc="generations", unit="gen", position=0)
-            self.ev = tqdm(desc="evaluations", unit="eval", position=1, leave=False)
+        self.gen = self.ev = self.plain = None
+        self.t0 = time.perf_counter()
+        self.last_gen = 0 if cfg.mode == "baseline" else cfg.gens
+        self.cost_unit = "table cost units" if getattr(cfg, "table", None) else "FLOPs"
+        if not enabled:
+            return
+        isatty = getattr(sys.stdout, "isatty", None)
+        if not (isatty and isatty()):
+            self.plain = sys.stdout
+            return
+        from tqdm.auto import tqdm
+        self.gen = tqdm(total=self.last_gen + 1, desc="generations", unit="gen", position=0)
+        self.ev = tqdm(desc="evaluations", unit="eval", position=1, leave=False)
 
     def on_eval(self, res: dict) -> None:
         if self.ev is not None:
@@ -40,6 +49,13 @@ class _Bars:
             self.ev.set_postfix_str(res["key"])
 
     def on_generation(self, g: int, row: dict) -> None:
+        if self.plain is not None:
+            parts = [f"generation {g}/{self.last_gen}: best val loss {row['arch/best_val_loss']:.4f}"]
+            if "pred/kendall_tau" in row:
+                parts.append(f"champion tau {row['pred/kendall_tau']:.3f}")
+            parts += [f"{row['cost/flops']:.3g} {self.cost_unit}",
+                      f"{time.perf_counter() - self.t0:.0f} s elapsed"]
+            print(" | ".join(parts), file=self.plain, flush=True)
         if self.gen is not None:
             post = {"best": f"{row['arch/best_val_loss']:.4f}"}
             if "pred/kendall_tau" in row:
