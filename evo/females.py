@@ -48,11 +48,14 @@ class Females:
             self._cache[key] = compile_tree(ind, self.pset)
         return self._cache[key]
 
-    def raw(self, ind, records: list[dict]) -> np.ndarray:
-        """Raw predictions (higher = worse final loss) for records holding a `features` dict."""
+    def raw(self, ind, records: list[dict], X: np.ndarray | None = None) -> np.ndarray:
+        """Raw predictions (higher = worse final loss) for records holding a `features` dict
+        (X: their feature matrix, when the caller has it already)."""
         if not records:
             return np.zeros(0)
-        return self.compiled(ind)(feature_matrix([r["features"] for r in records], self.features))
+        if X is None:
+            X = feature_matrix([r["features"] for r in records], self.features)
+        return self.compiled(ind)(X)
 
     # -- scoring ----------------------------------------------------------------------------------
     def split(self, archive: list[dict]) -> np.ndarray:
@@ -66,8 +69,9 @@ class Females:
         """fitness = (Kendall tau on the archive's fit part, tree size); holdout tau kept aside."""
         y = np.array([r["target"] for r in archive])
         mask = self.split(archive)
+        X = feature_matrix([r["features"] for r in archive], self.features) if archive else None
         for ind in pop:
-            p = self.raw(ind, archive)
+            p = self.raw(ind, archive, X)
             ind.fitness.values = (kendall_tau(p[~mask], y[~mask]), len(ind))
             ind.holdout_tau = kendall_tau(p[mask], y[mask]) if mask.any() else float("nan")
 

@@ -11,6 +11,7 @@ losses for display.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Sequence
 
@@ -19,9 +20,14 @@ import numpy as np
 from primitives.pset import BIG
 
 
+@functools.lru_cache(maxsize=64)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, k=1)
+
+
 def _pair_signs(v: np.ndarray) -> np.ndarray:
     """sign(v_i - v_j) for all i < j; equal values (inf == inf included) give 0."""
-    i, j = np.triu_indices(len(v), k=1)
+    i, j = _pairs(len(v))
     return (v[i] > v[j]).astype(float) - (v[i] < v[j]).astype(float)
 
 
