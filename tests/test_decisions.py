@@ -1,0 +1,112 @@
+"""The search's decisions on hand-made inputs: champion choice, truncation, male ranking, promotion."""
+import random
+
+import pytest
+
+from evo.config import Config
+from evo.engine import Search
+from evo.executors import SerialExecutor
+from evo.females import REFERENCE, Females
+from evo.table import TableEvaluator
+from evo.tablestats import MemoryCheckpoint, NullTracker
+from tests.table_helpers import make_table
+
+
+def _fem(texts_fit_hold):
+    fem = Females()
+    pop = fem.from_strings([t for t, _, _ in texts_fit_hold])
+    for ind, (t, fit, hold) in zip(pop, texts_fit_hold):
+        ind.fitness.values = (fit, len(ind))
+        ind.holdout_tau = hold
+    fem.pop = pop
+    return fem, {str(i): i for i in pop}
+
+
+def test_champion_is_the_reference_unless_beaten_on_fit_and_holdout():
+    fem, by = _fem([(REFERENCE, 0.50, 0.40), ("l100", 0.60, 0.30), ("sotl", 0.55, 0.45), ("l50", 0.70, 0.42)])
+    # l100 wins on fit but loses held out; sotl and l50 beat the reference on both: best held out wins
+    assert str(fem.champion()) == "sotl"
+    by["sotl"].holdout_tau = 0.41
+    assert str(fem.champion()) == "l50"
+    for t in ("sotl", "l50"):
+        by[t].holdout_tau = 0.40  # a tie with the reference held out is not a win
+    assert str(fem.champion()) == REFERENCE
+    by["l50"].holdout_tau = float("nan")  # no held-out part: the reference stays
+    assert str(fem.champion()) == REFERENCE
+
+
+def test_truncate_keeps_the_reference_and_the_best_distinct_formulas():
+    fem, by = _fem([("l100", 0.9, 0.0), (REFERENCE, 0.1, 0.0), ("l100", 0.9, 0.0), ("sotl", 0.8, 0.0),
+                    ("l50", 0.7, 0.0), ("drop", 0.95, 0.0)])
+    out = [str(i) for i in fem.truncate(fem.pop, 3)]
+    assert out == [REFERENCE, "drop", "l100"]  # the reference first, then by fit tau, duplicates once
+
+
+@pytest.fixture
+def search(tmp_path):
+    def make(mode, seed=0, promote=2, promote_random=1):
+        d = make_table(tmp_path / "t", n=30)
+        cfg = Config(mode=mode, table=str(d), seed=seed, gens=1, promote=promote,
+                     promote_random=promote_random, workers=0, progress=False)
+        return Search(cfg, SerialExecutor(fn=TableEvaluator(str(d))), NullTracker(), ckpt=MemoryCheckpoint({}))
+    return make
+
+
+def _males(s, early_target):
+    """Males with given (early val loss, target or None); returns them in input order."""
+    inds = []
+    for k, (e, t) in enumerate(early_target):
+        ind = s.arch_tb.individual()
+        ind.key = f"m{k}"
+        rec = s._new(ind.key, {"k": k}, 0, "test")
+        rec["early"] = {"val_losses": [e], "error": None, "diverged": e == float("inf")}
+        if t is not None:
+            rec["target"] = t
+        inds.append(ind)
+    return inds
+
+
+def test_male_mode_ranks_by_early_validation_loss(search):
+    s = search("male")
+    males = _males(s, [(2.9, None), (2.7, None), (float("inf"), None), (2.8, 2.5)])
+    assert [m.key for m in s._rank_males(males, None)] == ["m1", "m3", "m0", "m2"]
+
+
+def test_combined_mode_ranks_by_nondominated_fronts(search):
+    s = search("combined")
+    # (early, target): m0 (1, 5), m1 (2, 4), m2 (3, 3) form the first front; m3 (2, 6) is dominated
+    # by m0 and m1; m4 (4, 7) by everything; a failed early run is last
+    males = _males(s, [(1.0, 5.0), (2.0, 4.0), (3.0, 3.0), (2.0, 6.0), (4.0, 7.0), (float("inf"), None)])
+    ranked = [m.key for m in s._rank_males(males, None)]
+    assert set(ranked[:3]) == {"m0", "m1", "m2"} and ranked[3:] == ["m3", "m4", "m5"]
+    # within the first front the extremes (infinite crowding distance) come before the middle one
+    assert ranked[2] == "m1"
+
+
+def test_promotion_takes_the_best_early_children_and_one_drawn_from_the_rest(search):
+    s = search("male", promote=2, promote_random=1)
+    kids = _males(s, [(2.9, None), (2.6, None), (3.1, None), (2.7, None), (float("inf"), None), (3.0, None)])
+    for k in kids:
+        s.records[k.key]["run_id"] = None
+    random.seed(4)
+    chosen = s._promote(1, kids, None)
+    assert chosen[:2] == ["m1", "m3"]  # the two lowest early validation losses
+    assert chosen[2] in {"m0", "m2", "m5"}  # one of the rest; the failed m4 never
+    roles = {k.key: s.records[k.key]["meta"]["role"] for k in kids if k.key != "m4"}
+    assert roles["m1"] == roles["m3"] == "promoted" and roles[chosen[2]] == "random"
+    assert sum(r == "early-only" for r in roles.values()) == 2
+    random.seed(4)
+    assert s._promote(1, kids, None) == chosen  # the draw comes from the seeded global RNG
+
+
+def test_promotion_by_a_champion_follows_her_ranking_not_the_early_loss(search):
+    s = search("female", promote=2, promote_random=0)
+    kids = _males(s, [(2.9, None), (2.6, None), (3.1, None)])
+    for k, sotl in zip(kids, (1.0, 3.0, 2.0)):
+        s.records[k.key]["run_id"] = None
+        s.records[k.key]["features"] = {f: 0.0 for f in s.fem.features} | {"sotl": sotl}
+    s.archive = [{"key": "a", "target": 1.0, "features": {f: 0.0 for f in s.fem.features} | {"sotl": 1.0}},
+                 {"key": "b", "target": 2.0, "features": {f: 0.0 for f in s.fem.features} | {"sotl": 2.0}}]
+    champ = s.fem.from_strings(["sotl"])[0]
+    assert s._promote(1, kids, champ) == ["m0", "m2"]  # lowest sotl first, whatever the early loss
+    assert s.records["m0"]["predicted"] == pytest.approx(1.0) and s.records["m2"]["predicted"] == pytest.approx(2.0)
