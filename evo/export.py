@@ -39,9 +39,9 @@ def from_run(run_id: str, tracking_uri: str | None = None) -> list[dict]:
     """The predictor exports logged on an MLflow search run."""
     import tempfile
 
-    from evo.tracking import Tracker
+    from evo.tracking import read_client
 
-    client = Tracker(tracking_uri, experiment="dimorph").client
+    client = read_client(tracking_uri, run_id)  # reads only: never creates a database or an experiment
     files = sorted(a.path for a in client.list_artifacts(run_id, "predictors") if a.path.endswith(".json"))
     if not files:
         raise ValueError(f"run {run_id} has no predictor exports (artifact folder 'predictors/')")
@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a search's --out folder (or its checkpoint.json)")
     src.add_argument("--run-id", help="an MLflow search run id")
-    ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (with --run-id)")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (with --run-id; default: "
+                    "$MLFLOW_TRACKING_URI, else ./mlflow.db, which must exist)")
     ap.add_argument("--top", type=int, default=3, help="how many predictors (default 3)")
     ap.add_argument("--out", default=None, help="folder to write predictor_<i>.json/.txt/.tex into")
     args = ap.parse_args(argv)
