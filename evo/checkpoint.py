@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locking
+    fcntl = None
+
 FORMAT, VERSION = "dimorph-checkpoint", 1
+LOCK_NAME = "dimorph.lock"
+GROWS = ("gens",)  # settings a resume may raise: a finished search can be extended
+ADDED = ("data",)  # settings older checkpoints did not record: compared only when recorded
 
 
 class CheckpointError(ValueError):
@@ -27,26 +36,75 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 class Checkpoint:
-    """`out/checkpoint.json` (snapshot, rewritten atomically) + `out/journal.jsonl` (append-only)."""
+    """`out/checkpoint.json` (snapshot, rewritten atomically) + `out/journal.jsonl` (append-only).
+
+    The folder is locked (`out/dimorph.lock`, an exclusive flock) from construction to close(), so a
+    second process on the same folder (say a --resume while the search still runs) stops at once.
+    """
 
     def __init__(self, out_dir: Path, search: dict, resume: bool):
         self.dir = Path(out_dir)
         self.path = self.dir / "checkpoint.json"
         self.journal_path = self.dir / "journal.jsonl"
+        self.lock_path = self.dir / LOCK_NAME
         self.search = search
         self.journal: dict[str, object] = {}
         self.run_id: str | None = None
+        self.tracking_uri: str | None = None
+        self._fh = self._lock = None
         if resume:
-            self._load()
-        elif self.path.exists() or self.journal_path.exists():
+            self._check(self._read())  # a foreign or corrupt checkpoint is refused before anything is written
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.states = self.dir / "states"
+            self.states.mkdir(exist_ok=True)
+        except OSError as e:
+            raise _unwritable(self.dir, e) from None
+        self._acquire()
+        try:
+            if resume:
+                self._load()
+            else:  # under the lock: a search running here is reported as such, not as a finished one
+                self._refuse_existing()
+        except BaseException:
+            self.close()
+            raise
+
+    def _refuse_existing(self) -> None:
+        if self.path.exists() or self.journal_path.exists():
             raise CheckpointError(f"{self.dir} already holds a search; pass --resume to continue it "
                                   f"or choose another --out")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.states = self.dir / "states"
-        self.states.mkdir(exist_ok=True)
-        self._fh = None
 
-    def _load(self) -> None:
+    def _acquire(self) -> None:
+        """Take the folder's lock, or fail at once naming the folder and the process that holds it."""
+        try:
+            fh = open(self.lock_path, "a+")
+        except OSError as e:
+            raise _unwritable(self.dir, e) from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip()
+                fh.close()
+                raise CheckpointError(
+                    f"{self.dir} is in use: another process{f' (pid {holder})' if holder.isdigit() else ''} "
+                    f"holds its lock {self.lock_path}; wait for that search to end (or stop it) before "
+                    f"running or resuming a search in this folder") from None
+            except OSError as e:  # a filesystem without locks (some network mounts): go on unlocked
+                print(f"warning: cannot lock {self.lock_path} ({e.strerror or e}); make sure no other "
+                      f"process uses {self.dir}", file=sys.stderr)
+        try:  # who holds it, for the error above
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+        except OSError:
+            pass
+        self._lock = fh
+
+    def _read(self) -> dict:
         if not self.path.exists():
             raise CheckpointError(f"no checkpoint to resume at {self.path}")
         try:
@@ -57,12 +115,29 @@ class Checkpoint:
             raise CheckpointError(f"{self.path} is not a Dimorph checkpoint (format={doc.get('format') if isinstance(doc, dict) else None!r})")
         if doc.get("version") != VERSION:
             raise CheckpointError(f"{self.path} has checkpoint version {doc.get('version')!r}, expected {VERSION}")
-        if doc.get("search") != self.search:
-            diff = {k: (doc.get("search", {}).get(k), v) for k, v in self.search.items()
-                    if doc.get("search", {}).get(k) != v}
+        return doc
+
+    def _check(self, doc: dict) -> None:
+        """The checkpoint must be of this search: same settings, except those that may grow (gens)."""
+        old = doc.get("search") if isinstance(doc.get("search"), dict) else {}
+        keys = [k for k in self.search if k not in GROWS and not (k in ADDED and k not in old)]
+        diff = {k: (old.get(k), self.search[k]) for k in keys if old.get(k) != self.search[k]}
+        diff.update({k: (v, None) for k, v in old.items() if k not in self.search})
+        if diff:
+            hint = (" (data is the sha256 of the dataset text: this command reads another dataset than the "
+                    "search was started with)") if "data" in diff else ""
             raise CheckpointError(f"{self.path} belongs to a different search; differing settings "
-                                  f"(checkpoint, now): {diff}")
+                                  f"(checkpoint, now): {diff}{hint}")
+        for k in GROWS:
+            if k in self.search and isinstance(old.get(k), int) and self.search[k] < old[k]:
+                raise CheckpointError(f"{self.path} is a search of {k}={old[k]}; it can be extended "
+                                      f"(--{k} {old[k]} or more), not shortened to {k}={self.search[k]}")
+
+    def _load(self) -> None:
+        doc = self._read()
+        self._check(doc)
         self.run_id = doc.get("run_id")
+        self.tracking_uri = doc.get("tracking_uri")
         if self.journal_path.exists():
             lines = self.journal_path.read_text().splitlines()
             for n, line in enumerate(lines, 1):
@@ -106,16 +181,25 @@ class Checkpoint:
     def snapshot(self, state: dict) -> None:
         """Rewrite checkpoint.json atomically: populations, archive, RNG state, logbook, compute."""
         doc = {"format": FORMAT, "version": VERSION, "search": self.search, "run_id": self.run_id,
-               "n_events": len(self.journal), **state}
+               "tracking_uri": self.tracking_uri, "n_events": len(self.journal), **state}
         _atomic_write(self.path, json.dumps(doc, indent=1, allow_nan=True))
 
     def state_path(self, key: str) -> str:
         return str(self.states / f"{key.replace('/', '_')}.pt")
 
     def close(self) -> None:
+        """Close the journal and release the folder's lock."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
+
+
+def _unwritable(folder: Path, e: OSError) -> CheckpointError:
+    return CheckpointError(f"cannot write to the output folder {folder}: {e.strerror or e}"
+                           f"{f' ({e.filename})' if e.filename else ''}; choose a writable --out")
 
 
 def read_snapshot(path: str | Path) -> dict:

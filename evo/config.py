@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import hashlib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -48,11 +50,11 @@ class Config:
     experiment: str = "dimorph"
     """MLflow experiment name"""
     tracking_uri: str | None = None
-    """MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)"""
+    """MLflow tracking URI (None: on --resume the one the search was started with, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)"""
     out: str | None = None
     """output folder for the checkpoint, states and artifacts (None: outputs/<mode>-<preset>-seed<seed>)"""
     resume: bool = False
-    """continue the search from the checkpoint in --out"""
+    """continue the search from the checkpoint in --out (a larger --gens extends a finished one)"""
     device: str = "cpu"
     """torch device for training: cpu, cuda, cuda:1, ..."""
     data: str | None = None
@@ -138,11 +140,34 @@ class Config:
         return n if n > 1 else 0
 
     def search_fields(self) -> dict:
-        """The fields that define the search's results (a resumed run must match them)."""
+        """The fields that define the search's results: a resumed run must match them, except `gens`,
+        which may grow (a finished search can be extended). `data` is the sha256 of the dataset text
+        (wherever it lies), so one search never mixes datasets."""
         skip = {"resume", "progress", "workers", "workers_per_gpu", "dask_scheduler", "dask_local",
                 "tracking_uri", "out", "retries", "experiment", "data", "device", "inference_samples",
                 "inference_tokens"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        if getattr(self, "table", None) is None:  # a tabular benchmark reads no dataset
+            out["data"] = dataset_id(self.data)
+        return out
+
+
+def dataset_id(data: str | None) -> str:
+    """'sha256:<hex>' of the dataset text that `data` resolves to (see models.data.resolve_text)."""
+    from models.data import resolve_text
+
+    path = resolve_text(data)
+    st = path.stat()
+    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()}"
 
 
 def _field_help(cls) -> dict[str, str]:
