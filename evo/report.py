@@ -16,7 +16,9 @@ def best_numbers(search, measure: bool = True) -> dict:
     if not best or best.get("target") is None or not math.isfinite(best["target"]):
         return {}
     rec = search.records[best["key"]]
-    full = rec.get("full") or rec.get("result")
+    full = rec.get("full") or rec.get("result") or {}
+    if full.get("error"):
+        return {}
     out = {"key": best["key"], "genes": rec["genes"], "run_id": rec.get("run_id"),
            "final_train_loss": full.get("final_train_loss"), "best_val_loss": full.get("best_val_loss"),
            "best_val_step": full.get("best_val_step"), "final_val_loss": full.get("final_val_loss"),
@@ -93,7 +95,7 @@ def plots(search, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     files = []
-    order = [r for r in search.records.values() if r.get("full")]
+    order = [r for r in search.records.values() if _trained(r.get("full"))]  # failed ones have no curves
     if order:
         flops, best, used, run = [], [], 0.0, math.inf
         for r in search.records.values():  # evaluation order
@@ -125,6 +127,11 @@ def plots(search, out_dir: Path) -> list[Path]:
         ax.set(xlabel="true best val loss", ylabel="predicted (calibrated)", title="females' predictions")
         files.append(_save(fig, out_dir / "predicted_vs_true.png"))
     return files
+
+
+def _trained(res: dict | None) -> bool:
+    """A result with curves to show: not failed (error set, e.g. a killed worker) and evaluated."""
+    return bool(res) and not res.get("error") and bool(res.get("eval_steps")) and bool(res.get("val_losses"))
 
 
 def _save(fig, path: Path) -> Path:

@@ -1,11 +1,14 @@
-"""`python -m evo.run --gens 20`: argv -> Config -> seed_everything -> Tracker -> Search -> summary."""
+"""`python -m evo.run --gens 20`: argv -> Config -> Search (locks --out) -> Tracker -> run -> summary."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +72,38 @@ class _Bars:
                 b.close()
 
 
+class Terminated(BaseException):
+    """SIGTERM during a search: raised in the main thread, handled like Ctrl-C's KeyboardInterrupt."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While a search runs, SIGTERM stops it as Ctrl-C does (a second SIGTERM acts at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.getsignal(signal.SIGTERM)
+    old = signal.SIG_DFL if old is None else old
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, old)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _quietly(fn, *args, **kw) -> None:
+    """A last MLflow update on the way out: its failure (say, the server is down) must not hide why."""
+    try:
+        fn(*args, **kw)
+    except Exception as e:
+        print(f"warning: could not update the MLflow run: {e}", file=sys.stderr)
+
+
 def main(cfg: Config) -> dict:
     """Run (or resume) one search; returns the final summary."""
     from evo.engine import Search
@@ -77,47 +112,73 @@ def main(cfg: Config) -> dict:
     from evo.tracking import Tracker, killed_status
 
     t_start = time.perf_counter()
-    seed_everything(cfg.seed)
-    tracker = Tracker(cfg.tracking_uri, cfg.experiment)
-    bars = _Bars(cfg, cfg.progress)
-    with make_executor(cfg) as executor:
-        search = Search(cfg, executor, tracker, on_eval=bars.on_eval, on_generation=bars.on_generation)
-        params = {**dataclasses.asdict(cfg), **{f"preset.{k}": v for k, v in _preset_params(search.preset).items()}}
-        search.ckpt.run_id = tracker.start_search(params, run_name=f"{cfg.mode}-{cfg.preset}-seed{cfg.seed}",
-                                                  run_id=search.ckpt.run_id, tags={"dimorph.mode": cfg.mode})
-        search.ckpt.snapshot(search.state())
+    bars = None
+    with _sigterm_interrupts(), make_executor(cfg) as executor:
+        # the checkpoint first: it locks --out and refuses a foreign checkpoint before MLflow is touched
+        search = Search(cfg, executor, None, on_eval=lambda res: bars.on_eval(res),
+                        on_generation=lambda g, row: bars.on_generation(g, row))
+        ckpt = search.ckpt
         try:
-            search.run()
-        except KeyboardInterrupt:
-            bars.close()
-            search.ckpt.snapshot(search.state())
-            tracker.finish(None, status=killed_status())
-            print(f"\ninterrupted: checkpoint saved in {search.ckpt.dir}; continue with the same command "
-                  f"plus --resume", file=sys.stderr)
-            raise SystemExit(130)
-        except BaseException:
-            tracker.finish(None, status="FAILED")
-            raise
+            # on resume, the store the search was started with (wherever this command runs from)
+            tracker = search.tracker = Tracker(cfg.tracking_uri or ckpt.tracking_uri, cfg.experiment,
+                                               create=ckpt.run_id is None)
+            ckpt.tracking_uri = tracker.uri
+            prev = ckpt.get("finish")
+            if isinstance(prev, dict) and prev.get("gens") == cfg.gens:  # finished: nothing to redo
+                if ckpt.run_id:
+                    tracker.start_search({}, run_name="", run_id=ckpt.run_id, reopen=False)
+                print(format_summary(prev))
+                return prev
+            params = {**dataclasses.asdict(cfg), **{f"preset.{k}": v for k, v in _preset_params(search.preset).items()}}
+            ckpt.run_id = tracker.start_search(params, run_name=f"{cfg.mode}-{cfg.preset}-seed{cfg.seed}",
+                                               run_id=ckpt.run_id, tags={"dimorph.mode": cfg.mode})
+            try:
+                seed_everything(cfg.seed)
+                ckpt.snapshot(search.state())
+                bars = _Bars(cfg, cfg.progress)
+                search.run()
+                bars.close()
+
+                t_inf = time.perf_counter()
+                best = best_numbers(search, measure=not cfg.table)
+                t_inf = time.perf_counter() - t_inf
+                summary = _summary(search, tracker, best)
+                wall = time.perf_counter() - t_start - t_inf
+                summary["timing"] = {"search_wall_s": wall, "inference_measure_s": t_inf,
+                                     "waiting_for_training_s": search.wait_s,
+                                     "outside_training_frac": max(0.0, 1 - search.wait_s / wall)}
+                summary["files"] = [str(p) for p in write_all(search, tracker, summary)]
+                tracker.finish(summary)
+                ckpt.record("finish", summary)  # the latest finish wins: a search extended (--gens) finishes again
+            except (KeyboardInterrupt, Terminated) as e:
+                if bars is not None:
+                    bars.close()
+                ckpt.snapshot(search.state())
+                _quietly(tracker.finish, None, status=killed_status())
+                how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+                print(f"\n{how}: checkpoint saved in {ckpt.dir}; continue with the same command "
+                      f"plus --resume", file=sys.stderr)
+                raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
+            except BaseException as e:
+                if bars is not None:
+                    bars.close()
+                _quietly(tracker.finish, None, status="FAILED")
+                if isinstance(e, FileNotFoundError) and e.filename and Path(e.filename).parent == ckpt.states:
+                    raise _missing_state(e.filename, ckpt) from None
+                raise
         finally:
-            bars.close()
-            search.ckpt.close()
-
-        def finish():
-            t_inf = time.perf_counter()
-            best = best_numbers(search, measure=not cfg.table)
-            t_inf = time.perf_counter() - t_inf
-            summary = _summary(search, tracker, best)
-            wall = time.perf_counter() - t_start - t_inf
-            summary["timing"] = {"search_wall_s": wall, "inference_measure_s": t_inf,
-                                 "waiting_for_training_s": search.wait_s,
-                                 "outside_training_frac": max(0.0, 1 - search.wait_s / wall)}
-            summary["files"] = [str(p) for p in write_all(search, tracker, summary)]
-            tracker.finish(summary)
-            return summary
-
-        summary = search.ckpt.once("finish", finish)
+            ckpt.close()
     print(format_summary(summary))
     return summary
+
+
+def _missing_state(path: str, ckpt):
+    from evo.checkpoint import CheckpointError
+
+    return CheckpointError(
+        f"the saved training state {path} is missing (deleted?): a promoted architecture continues "
+        f"from it, and it cannot be rebuilt from the journal. Restore the file, or start the search "
+        f"again in a new --out (checkpoint {ckpt.path})")
 
 
 def _preset_params(preset) -> dict:
@@ -134,8 +195,10 @@ def _summary(search, tracker, best: dict) -> dict:
         pred = {"tree": str(champ), "sympy": str(to_sympy(champ, search.fem.pset)),
                 "fit_kendall_tau": champ.fitness.values[0], "holdout_kendall_tau": champ.holdout_tau}
     base = search.records.get("g0-b0") or search.records.get("baseline") or {}
+    base_loss = base.get("target")  # inf when the baseline's training failed: reported as None
     return {"mode": cfg.mode, "preset": cfg.preset, "seed": cfg.seed, "gens": cfg.gens,
-            "best": best, "baseline_best_val_loss": base.get("target"), "predictor": pred,
+            "best": best, "baseline_best_val_loss": base_loss if base_loss is not None and math.isfinite(base_loss)
+            else None, "predictor": pred,
             "compute": dict(search.compute), "archive_size": len(search.archive),
             "mlflow": {"run_id": tracker.run_id, "experiment": tracker.experiment, "tracking_uri": tracker.uri},
             "out_dir": str(search.ckpt.dir)}
@@ -179,12 +242,18 @@ def format_summary(s: dict) -> str:
 
 
 def cli(argv=None) -> int:
+    from models.data import DataUnavailable
+
     cfg = parse_config(argv, prog="python -m evo.run")
     try:
         main(cfg)
-    except ValueError as e:  # bad input found after parsing (e.g. a foreign checkpoint)
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, DataUnavailable) as e:  # bad input found after parsing: a foreign checkpoint,
+        print(f"error: {e}", file=sys.stderr)   # a locked or unwritable --out, an unreachable server
         return 2
+    except Terminated:  # before the search started: nothing to save
+        return 143
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
