@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import hashlib
 import os
@@ -209,8 +208,3 @@ def parse_config(argv=None, cls=Config, prog: str | None = None):
         return cls(**vars(ns))
     except ValueError as e:
         parser.error(str(e))
-
-
-def replace(cfg, **changes):
-    """dataclasses.replace, re-validated."""
-    return dataclasses.replace(cfg, **changes)

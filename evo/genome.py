@@ -37,11 +37,9 @@ def make_arch_toolbox(preset: Preset, indpb: float | None = None) -> base.Toolbo
     n = len(preset.space)
     tb = base.Toolbox()
     tb.register("individual", lambda: creator.ArchIndividual(random.random() for _ in range(n)))
-    tb.register("population", tools.initRepeat, list, tb.individual)
     tb.register("mate", tools.cxSimulatedBinaryBounded, eta=10.0, low=0.0, up=1.0)
     tb.register("mutate", tools.mutPolynomialBounded, eta=10.0, low=0.0, up=1.0,
                 indpb=indpb if indpb is not None else 2.0 / n)
-    tb.register("select_nsga2", tools.selNSGA2)
     return tb
 
 

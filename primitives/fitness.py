@@ -4,9 +4,8 @@ Archives are small (8-60 fully trained architectures), so selecting a population
 all of it overfits. The archive is split deterministically by a stable hash (sha256) of each
 record's key (`holdout_mask`): membership never changes as the archive grows. A female's
 fitness is (Kendall tau on the FIT part, tree size): tau up, size down (creator.PredFitness). The
-holdout tau is reported by `score_predictions` and chooses the champion among the top females
-(`pick_champion`). A part with fewer than two records has tau 0.0 (undefined), so with a tiny
-archive the engine may fall back to tau_all. Tau is scale-free; `calibrate` maps predictions to
+holdout tau decides the champion among the top females (evo.females.Females.champion). A part with
+fewer than two records has tau 0.0 (undefined). Tau is scale-free; `calibrate` maps predictions to
 losses for display.
 """
 from __future__ import annotations
@@ -91,43 +90,6 @@ def _unit_hash(key: str) -> float:
     """Stable hash of a string, uniform in [0, 1) (the same on every machine and run)."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2 ** 64
-
-
-def score_predictions(pred, target, split: np.ndarray | None = None) -> dict:
-    """Rank scores: tau on the fit, holdout and all parts (split True = holdout), Spearman."""
-    pred = np.asarray(pred, dtype=float).ravel()
-    target = np.asarray(target, dtype=float).ravel()
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target lengths differ: {pred.size} vs {target.size}")
-    hold = np.zeros(pred.size, bool) if split is None else np.asarray(split, dtype=bool).ravel()
-    if hold.shape != pred.shape:
-        raise ValueError(f"split length {hold.size} differs from pred length {pred.size}")
-    fit = ~hold
-    return {
-        "tau_fit": kendall_tau(pred[fit], target[fit]),
-        "tau_holdout": kendall_tau(pred[hold], target[hold]),
-        "tau_all": kendall_tau(pred, target),
-        "spearman_all": spearman(pred, target),
-        "n_fit": int(fit.sum()),
-        "n_holdout": int(hold.sum()),
-    }
-
-
-def pred_fitness(scores: dict, size: int) -> tuple[float, float]:
-    """Female fitness values for creator.PredFitness: (fit tau, tree size)."""
-    return float(scores["tau_fit"]), float(size)
-
-
-def pick_champion(scores: Sequence[dict], sizes: Sequence[int], top_k: int = 5) -> int:
-    """Champion: of the top_k by (fit tau, -size), best holdout tau (ties: fit tau, size)."""
-    if len(scores) != len(sizes) or not scores:
-        raise ValueError(f"need equal, non-zero numbers of scores and sizes, got "
-                         f"{len(scores)} and {len(sizes)}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    by_fit = sorted(range(len(scores)), key=lambda i: (-scores[i]["tau_fit"], sizes[i], i))
-    top = by_fit[:top_k]
-    return min(top, key=lambda i: (-scores[i]["tau_holdout"], -scores[i]["tau_fit"], sizes[i], i))
 
 
 def calibrate(pred, target) -> tuple[float, float]:
