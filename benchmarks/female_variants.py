@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import predictors as P  # noqa: E402  (the benchmark beside this file)
 
 from evo.females import REFERENCE, Females  # noqa: E402
+from evo.ledger import records_from_rows  # noqa: E402
 from primitives.features import curve_features  # noqa: E402
 from primitives.fitness import kendall_tau, rankdata  # noqa: E402
 from primitives.gp import make_pred_toolbox  # noqa: E402
@@ -104,8 +105,8 @@ def main(argv=None) -> dict:
             np.random.seed(1 + i)
             fem = Variant(*v)
             fem.init(args.pop)
-            fem.evolve(fit, args.gens, args.pop)
-            taus[name].append(kendall_tau(fem.predict(test), y))
+            fem.evolve(records_from_rows(fit), args.gens, args.pop)
+            taus[name].append(kendall_tau(fem.predict(records_from_rows(test)), y))
     last = np.array(taus["last-loss"])
     rows = {k: {"mean": float(np.mean(t)), "std": float(np.std(t, ddof=1)),
                 "wins": int((np.array(t) > last).sum()), "losses": int((np.array(t) < last).sum())}

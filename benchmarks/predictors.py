@@ -26,6 +26,7 @@ from evo.config import Config
 from evo.evaluate import EvalTask
 from evo.executors import make_executor
 from evo.genome import eval_seed
+from evo.ledger import records_from_rows
 from models.presets import get_preset
 from primitives.baselines import BASELINES
 from primitives.features import CURVE_FEATURES, curve_features
@@ -142,7 +143,7 @@ def evolve_female(fit: list[dict], seed: int, pop: int, gens: int):
     np.random.seed(seed)
     fem = Females()
     fem.init(pop)
-    fem.evolve(fit, gens, pop)
+    fem.evolve(records_from_rows(fit), gens, pop)
     return fem, fem.champion()
 
 
@@ -156,7 +157,7 @@ def score_split(recs: list[dict], hold: np.ndarray, gp_seed: int, pop: int, gens
     X = lambda rs: np.array([[r["features"][n] for n in names] for r in rs])
     preds["ridge"], alpha = ridge_fit_predict(X(fit), np.array([r["target"] for r in fit]), X(test))
     fem, champ = evolve_female(fit, gp_seed, pop, gens)
-    preds["female"] = fem.raw(champ, test)
+    preds["female"] = fem.raw(champ, records_from_rows(test))
     out = {m: {"tau": kendall_tau(p, y), "spearman": spearman(p, y)} for m, p in preds.items()}
     out["ridge"]["alpha"] = alpha
     out["female"].update(tree=str(champ), fit_tau=champ.fitness.values[0])

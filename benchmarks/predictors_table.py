@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make evo/ and primitives/ importable
     sys.path.insert(0, str(ROOT))
 
+from evo.ledger import records_from_rows  # noqa: E402
 from primitives.baselines import power_law, sotl  # noqa: E402
 from primitives.features import ARCH_FEATURES, CURVE_FEATURES, curve_features  # noqa: E402
 from primitives.fitness import kendall_tau  # noqa: E402
@@ -193,7 +194,7 @@ def have_sklearn() -> bool:
     return True
 
 
-def evolve_female(archive: list[dict], seed: int, pop: int, gens: int, arch_features: bool):
+def evolve_female(archive: list, seed: int, pop: int, gens: int, arch_features: bool):
     """The search's female evolution on the archive: init, evolve, champion (fixed seed)."""
     from evo.females import Females
 
@@ -228,7 +229,8 @@ def run_cell(task: dict) -> dict:
     if d["sklearn"]:
         preds["lcsvr"], extra["svr"] = svr_fit_predict(X[arch], y[arch], X[test], task["seed"])
     names = d["prep"]["feature_names"]
-    recs = lambda idx: [{"key": ids[j], "target": float(y[j]), "features": dict(zip(names, X[j]))} for j in idx]
+    recs = lambda idx: records_from_rows([{"key": ids[j], "target": float(y[j]), "features": dict(zip(names, X[j]))}
+                                          for j in idx])
     t0 = time.perf_counter()
     fem, champ = evolve_female(recs(arch), task["seed"], d["pop"], d["gens"], d["arch_features"])
     preds["female"] = fem.raw(champ, recs(test))

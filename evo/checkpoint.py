@@ -179,7 +179,7 @@ class Checkpoint:
         return value
 
     def snapshot(self, state: dict) -> None:
-        """Rewrite checkpoint.json atomically: populations, archive, RNG state, logbook, compute."""
+        """Rewrite checkpoint.json atomically with the search's state (populations, archive, compute, ...)."""
         doc = {"format": FORMAT, "version": VERSION, "search": self.search, "run_id": self.run_id,
                "tracking_uri": self.tracking_uri, "n_events": len(self.journal), **state}
         _atomic_write(self.path, json.dumps(doc, indent=1, allow_nan=True))

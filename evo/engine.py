@@ -7,30 +7,19 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import replace as dc_replace
 
 import numpy as np
 from deap import tools
 
 from evo.checkpoint import Checkpoint
 from evo.config import Config
-from evo.evaluate import EvalTask, failed
+from evo.evaluate import EvalTask
 from evo.females import Females
-from evo.genome import decode, eval_seed, from_genes, genes_key, make_arch_toolbox
-from models.presets import Preset, get_preset
+from evo.genome import decode, eval_seed, from_genes, genes_key, make_arch_toolbox, search_preset
+from evo.ledger import INF, Evaluation, Ledger
 from primitives.features import curve_features
 
-INF = float("inf")
-
-
-def search_preset(cfg: Config) -> Preset:
-    """The preset with the config's budget overrides applied (or the space of --table)."""
-    if cfg.table:
-        from evo.table import load_table
-        return load_table(cfg.table).space()
-    p = get_preset(cfg.preset)
-    changes = {k: v for k, v in (("full_steps", cfg.full_steps), ("early_frac", cfg.early_frac)) if v is not None}
-    return dc_replace(p, **changes) if changes else p
+BIG = 1e9  # a male's objective when it has none (failed, or no target yet)
 
 
 class Search:
@@ -43,14 +32,10 @@ class Search:
         self.ckpt = ckpt or Checkpoint(cfg.out_dir, cfg.search_fields(), resume=cfg.resume)
         self.arch_tb = make_arch_toolbox(self.preset)
         self.fem = Females(cfg.arch_features) if cfg.mode in ("female", "combined") else None
-        self.records: dict[str, dict] = {}   # key -> everything known about an evaluated architecture
-        self.archive: list[dict] = []        # fully trained records (the females' ground truth)
-        self.seen: set[str] = set()          # genes_key of every architecture evaluated so far
+        self.ledger = Ledger(self.F)  # records, archive, compute, history, state files
+        self.seen: set[str] = set()   # genes_key of every architecture evaluated so far
         self.males: list = []
-        self.compute = {"flops": 0.0, "seconds": 0.0, "early_trainings": 0, "full_trainings": 0}
-        self.history: list[dict] = []  # after each full training: compute used, best target so far
         self.logbook = tools.Logbook()
-        self.best_state: str | None = None
         self.wait_s = 0.0  # seconds the driver spent waiting for evaluations
         self.on_eval = on_eval or (lambda res: None)
         self.on_generation = on_generation or (lambda g, row: None)
@@ -82,93 +67,71 @@ class Search:
         return done
 
     def _absorb(self, task: EvalTask, res: dict) -> None:
-        rec = self.records[task.key.split("/")[0]]
-        prev = rec.get("result")
-        self.compute["flops"] += res.get("flops", 0.0) - (prev or {}).get("flops", 0.0) if not res.get("error") else 0.0
-        self.compute["seconds"] += res.get("eval_seconds", 0.0)
-        self.compute["early_trainings" if task.phase == "early" else "full_trainings"] += 1
-        rec["result"] = res
-        if task.phase == "early":
-            rec["early"] = res
-            rec["features"] = self._features(rec) if not failed(res) else None
-        else:
-            rec["full"] = res
-            rec["target"] = INF if failed(res) else res["best_val_loss"]
-            if rec.get("features") is not None and math.isfinite(rec["target"]):
-                self.archive.append(rec)
-            self._keep_best_state(rec, task)
-            self.history.append({"flops": self.compute["flops"], "full_trainings": self.compute["full_trainings"],
-                                 "best_val_loss": min([r["target"] for r in self.archive] + [rec["target"]])})
+        rec = self.ledger.records[task.key.split("/")[0]]
+        self.ledger.absorb(rec, task, res)
+        if task.phase == "early" and rec.early_done:
+            rec.features = self._features(rec)
         self._log(rec, task, res)
 
-    def _features(self, rec: dict) -> dict:
-        r = rec["early"]
+    def _features(self, rec: Evaluation) -> dict:
+        r = rec.early
         steps = r.get("train_steps") or list(range(1, len(r["train_losses"]) + 1))
         return curve_features(steps, r["train_losses"], r["eval_steps"], r["val_losses"], self.E, self.F,
-                              n_params=r.get("n_params"), lr=rec["genes"].get("lr"))
+                              n_params=r.get("n_params"), lr=rec.genes.get("lr"))
 
-    def _keep_best_state(self, rec: dict, task: EvalTask) -> None:
-        """Keep the trained state of the best architecture so far; spent and beaten states go."""
-        if task.phase == "full":
-            _remove(self.ckpt.state_path(rec["key"]))  # continued: the early state is spent
-        pool = self.archive + ([rec] if task.phase == "straight" else [])
-        best = min(pool, key=lambda r: r["target"], default=None)
-        if best is rec and not failed(rec["result"]):
-            if self.best_state != task.save_state:
-                _remove(self.best_state)
-            self.best_state = task.save_state
-        elif task.save_state != self.best_state:
-            _remove(task.save_state)
-
-    def _log(self, rec: dict, task: EvalTask, res: dict) -> None:
+    def _log(self, rec: Evaluation, task: EvalTask, res: dict) -> None:
         def write():
-            run_id = rec.get("run_id") or (self.tracker.find_child(rec["key"]) if self.cfg.resume else None)
+            run_id = rec.run_id or (self.tracker.find_child(rec.key) if self.cfg.resume else None)
             metrics = {"cost/flops": res.get("flops"), "cost/seconds": res.get("eval_seconds"),
                        "arch/n_params": res.get("n_params"), "perf/train_tokens_per_s": res.get("tokens_per_s")}
             if task.phase == "early":
-                metrics["arch/early_val_loss"] = _early_val(res)
-                metrics.update({f"feat/{k}": v for k, v in (rec.get("features") or {}).items()})
+                metrics["arch/early_val_loss"] = rec.early_val
+                metrics.update({f"feat/{k}": v for k, v in (rec.features or {}).items()})
             else:
                 metrics.update({"arch/best_val_loss": res.get("best_val_loss"),
                                 "arch/final_val_loss": res.get("final_val_loss"),
                                 "arch/final_train_loss": res.get("final_train_loss")})
             params = {**{f"gene/{k}": v for k, v in task.genes.items()}, "seed": task.seed} if task.phase == "early" else {}
-            tags = {"dimorph.generation": rec["meta"].get("gen"), "dimorph.role": rec["meta"].get("role"),
-                    "dimorph.parents": ",".join(rec["meta"].get("parents", [])),
+            tags = {"dimorph.generation": rec.generation, "dimorph.role": rec.role,
+                    "dimorph.parents": ",".join(rec.parents),
                     "dimorph.phase": task.phase, "dimorph.diverged": bool(res.get("diverged")),
                     "dimorph.error": (res.get("error") or "")[:250]}
             after = self.E if task.phase == "full" else -1
-            return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id,
+            return self.tracker.log_evaluation(rec.key, res, params, tags, metrics, run_id=run_id,
                                                after_step=after)
-        rec["run_id"] = self.ckpt.once(f"log/{task.key}", write)
+        rec.run_id = self.ckpt.once(f"log/{task.key}", write)
 
     # -- the generations -------------------------------------------------------------------------
-    def _new(self, key: str, genes: dict, gen: int, role: str, parents=()) -> dict:
-        rec = {"key": key, "genes": genes, "meta": {"gen": gen, "role": role, "parents": list(parents)}}
-        self.records[key] = rec
+    def _new(self, key: str, genes: dict, gen: int, role: str, parents=()) -> Evaluation:
         self.seen.add(genes_key(genes))
-        return rec
+        return self.ledger.new(key, genes, gen, role, parents)
 
     def _early(self, keys: list[str]) -> None:
-        self._run([self._task(k, self.records[k]["genes"], self.E, "early") for k in keys])
+        self._run([self._task(k, self.ledger.records[k].genes, self.E, "early") for k in keys])
 
     def _continue(self, keys: list[str]) -> None:
-        ok = [k for k in keys if not failed(self.records[k]["early"])]
-        self._run([self._task(k + "/full", self.records[k]["genes"], self.F, "full",
-                              load=self.ckpt.state_path(k)) for k in ok])
+        """Continue those of `keys` whose early phase did not fail to the full budget."""
+        recs = [self.ledger.records[k] for k in keys]
+        self._run([self._task(r.key + "/full", r.genes, self.F, "full", load=r.state_file)
+                   for r in recs if r.early_done])
+
+    def _release(self, keys: list[str]) -> None:
+        """These early-trained architectures will not be continued: their states go."""
+        for k in keys:
+            self.ledger.release(self.ledger.records[k])
 
     def run(self) -> dict:
         """Run every generation (replaying journaled work on resume); returns the final state."""
         random.seed(self.cfg.seed)
         np.random.seed(self.cfg.seed % 2**32)
         if self.cfg.mode == "baseline":
-            self._new("baseline", dict(self.preset.baseline), 0, "baseline")
-            self._run([self._task("baseline", self.records["baseline"]["genes"], self.F, "straight")])
+            base = self._new("baseline", dict(self.preset.baseline), 0, "baseline")
+            self._run([self._task("baseline", base.genes, self.F, "straight")])
             self._end_generation(0, None)
             return self.state()
         self._generation0()
         for g in range(1, self.cfg.gens + 1):
-            if self.cfg.budget_flops and self.compute["flops"] >= self.cfg.budget_flops:
+            if self.cfg.budget_flops and self.ledger.compute["flops"] >= self.cfg.budget_flops:
                 break
             self._generation(g)
         return self.state()
@@ -194,7 +157,7 @@ class Search:
         champion = None
         if self.fem:
             self.fem.init(cfg.females)
-            self.fem.evolve(self.archive, cfg.pred_steps, cfg.females)
+            self.fem.evolve(self.ledger.archive, cfg.pred_steps, cfg.females)
             champion = self.fem.champion()
         self._end_generation(0, champion)
 
@@ -232,12 +195,10 @@ class Search:
         self._early([c.key for c in children])
         promoted = self._promote(g, children, champion)
         self._continue(promoted)
-        for c in children:
-            if c.key not in promoted:
-                _remove(self.ckpt.state_path(c.key))
+        self._release([c.key for c in children if c.key not in promoted])
         if self.fem:
             self.fem.pop = self.fem.pop + pred_children
-            self.fem.evolve(self.archive, max(1, cfg.pred_steps), cfg.females)
+            self.fem.evolve(self.ledger.archive, max(1, cfg.pred_steps), cfg.females)
             champion = self.fem.champion()
         if cfg.mode in ("male", "combined"):
             self.males = self._rank_males(self.males + children, champion)[: cfg.males]
@@ -245,38 +206,36 @@ class Search:
 
     def _promote(self, g: int, children: list, champion) -> list[str]:
         """The ranker's top `promote` children plus `promote_random` drawn from the rest."""
-        ok = [c for c in children if not failed(self.records[c.key]["early"])]
-        recs = [self.records[c.key] for c in ok]
+        recs = [r for r in (self.ledger.records[c.key] for c in children) if r.early_done]
         if champion is not None:
             score = self.fem.raw(champion, recs)
-            shown = self.fem.predict_losses(champion, self.archive, recs)
+            shown = self.fem.predict_losses(champion, self.ledger.archive, recs)
             for rec, s, p in zip(recs, score, shown):
-                rec["score"], rec["predicted"] = float(s), float(p)
+                rec.score, rec.predicted = float(s), float(p)
         else:
             for rec in recs:
-                rec["score"] = rec["predicted"] = _early_val(rec["early"])
-        order = [r["key"] for r in sorted(recs, key=lambda r: (r["score"], r["key"]))]
+                rec.score = rec.predicted = rec.early_val
+        order = [r.key for r in sorted(recs, key=lambda r: (r.score, r.key))]
         chosen = order[: self.cfg.promote]
         rest = order[self.cfg.promote:]
         lucky = random.sample(rest, min(self.cfg.promote_random, len(rest)))
         judge = str(champion) if champion is not None else "early-val-loss"
         for rec in recs:
-            role = "promoted" if rec["key"] in chosen else "random" if rec["key"] in lucky else "early-only"
-            rec["meta"]["role"] = role
-            self.ckpt.once(f"pred/{rec['key']}", lambda rec=rec, role=role: self.tracker.log_evaluation(
-                rec["key"], {}, {}, {"dimorph.role": role, "dimorph.predictor": judge[:5000]},
-                {"pred/predicted_final": rec["predicted"], "pred/score": rec["score"]}, run_id=rec["run_id"]))
+            rec.role = "promoted" if rec.key in chosen else "random" if rec.key in lucky else "early-only"
+            self.ckpt.once(f"pred/{rec.key}", lambda rec=rec: self.tracker.log_evaluation(
+                rec.key, {}, {}, {"dimorph.role": rec.role, "dimorph.predictor": judge[:5000]},
+                {"pred/predicted_final": rec.predicted, "pred/score": rec.score}, run_id=rec.run_id))
         return chosen + lucky
 
     def _rank_males(self, pop: list, champion) -> list:
         """Best first. male: early val loss; combined: NSGA-II fronts on (early val loss, target),
         the target being the true one once fully trained and the champion's prediction before."""
-        recs = [self.records[i.key] for i in pop]
-        early = [_early_val(r["early"]) for r in recs]
-        target = [r.get("target") for r in recs]
+        recs = [self.ledger.records[i.key] for i in pop]
+        early = [r.early_val for r in recs]
+        target = [r.target for r in recs]
         pending = [j for j, t in enumerate(target) if t is None and math.isfinite(early[j])]
         if self.cfg.mode == "combined" and champion is not None and pending:
-            shown = self.fem.predict_losses(champion, self.archive, [recs[j] for j in pending])
+            shown = self.fem.predict_losses(champion, self.ledger.archive, [recs[j] for j in pending])
             for j, p in zip(pending, shown):
                 target[j] = float(p)
         for ind, e, t in zip(pop, early, target):
@@ -295,13 +254,11 @@ class Search:
         return out
 
     def _end_generation(self, g: int, champion) -> None:
-        best = min((r["target"] for r in self.archive), default=INF)
-        if self.cfg.mode == "baseline":
-            best = self.records["baseline"].get("target", INF)
-        row = {"arch/best_val_loss": best, "archive/size": len(self.archive),
-               "cost/flops": self.compute["flops"], "cost/seconds": self.compute["seconds"],
-               "cost/full_trainings": self.compute["full_trainings"],
-               "cost/early_trainings": self.compute["early_trainings"]}
+        best, compute = self.ledger.best(), self.ledger.compute
+        row = {"arch/best_val_loss": best.target if best else INF, "archive/size": len(self.ledger.archive),
+               "cost/flops": compute["flops"], "cost/seconds": compute["seconds"],
+               "cost/full_trainings": compute["full_trainings"],
+               "cost/early_trainings": compute["early_trainings"]}
         if champion is not None:
             row["pred/kendall_tau"] = champion.fitness.values[0]
             row["pred/holdout_tau"] = getattr(champion, "holdout_tau", float("nan"))
@@ -316,38 +273,15 @@ class Search:
 
     def state(self) -> dict:
         """Everything a reader of the checkpoint needs (JSON-able)."""
-        best = min(self.archive, key=lambda r: r["target"], default=self.records.get("baseline"))
         return {
             "males": [{"key": m.key, "genome": list(m)} for m in self.males],
             "females": [str(f) for f in self.fem.ranked(self.fem.pop)] if self.fem else [],
             "female_features": list(self.fem.features) if self.fem else [],
-            "archive": [{"key": r["key"], "genes": r["genes"], "target": r["target"],
-                         "features": r.get("features")} for r in self.archive],
-            "best": best and {"key": best["key"], "genes": best["genes"], "target": best.get("target"),
-                              "run_id": best.get("run_id"), "state": self.best_state},
-            "compute": dict(self.compute),
-            "history": self.history,
+            "archive": [{"key": r.key, "genes": r.genes, "target": r.target, "features": r.features}
+                        for r in self.ledger.archive],
+            "best": self.ledger.best_entry(),
+            "compute": dict(self.ledger.compute),
+            "history": self.ledger.history,
             "logbook": list(self.logbook),
-            "rng": _jsonable(random.getstate()),
         }
 
-
-BIG = 1e9
-
-
-def _early_val(res: dict | None) -> float:
-    """The last validation loss of an early phase (inf when it failed)."""
-    if not res or failed(res) or not res.get("val_losses"):
-        return INF
-    v = res["val_losses"][-1]
-    return v if v is not None and math.isfinite(v) else INF
-
-
-def _remove(path: str | None) -> None:
-    import os
-    if path and os.path.exists(path):
-        os.remove(path)
-
-
-def _jsonable(x):
-    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x

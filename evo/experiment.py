@@ -182,17 +182,18 @@ def best_curves(out_dir: Path, key: str | None) -> dict | None:
 def predictor_points(cfg: Config, summary: dict) -> dict | None:
     """The final champion female applied to the final archive: calibrated prediction vs true target."""
     from evo.females import Females
+    from evo.ledger import records_from_rows
     from primitives.fitness import kendall_tau
 
     tree = (summary.get("predictor") or {}).get("tree")
-    archive = read_snapshot(cfg.out_dir)["archive"]
+    archive = records_from_rows(read_snapshot(cfg.out_dir)["archive"])
     if not tree or len(archive) < 2:
         return None
     fem = Females(cfg.arch_features)
     champ = fem.from_strings([tree])[0]
     pred = fem.predict_losses(champ, archive, archive)
     hold = fem.split(archive)
-    y = np.array([r["target"] for r in archive])
+    y = np.array([r.target for r in archive])
     return {"sympy": summary["predictor"]["sympy"], "true": y.tolist(), "predicted": pred.tolist(),
             "holdout": hold.tolist(), "tau_all": kendall_tau(pred, y),
             "tau_holdout": kendall_tau(pred[hold], y[hold]) if hold.any() else None}

@@ -14,6 +14,7 @@ def from_checkpoint(path: str, top: int = 3) -> list[dict]:
     """Re-score the checkpoint's females on its archive and export the best `top`."""
     from evo.checkpoint import read_snapshot
     from evo.females import Females
+    from evo.ledger import records_from_rows
     from primitives.export import export_predictor
     from primitives.features import ARCH_FEATURES
 
@@ -24,7 +25,7 @@ def from_checkpoint(path: str, top: int = 3) -> list[dict]:
     if list(fem.features) != snap["female_features"]:
         raise ValueError(f"checkpoint features {snap['female_features']} differ from this version's {list(fem.features)}")
     fem.pop = fem.from_strings(snap["females"])
-    archive = [a for a in snap["archive"] if a.get("features") is not None]
+    archive = records_from_rows([a for a in snap["archive"] if a.get("features") is not None])
     fem.score(fem.pop, archive)
     champ = fem.champion()
     ranked = [champ] + [f for f in fem.ranked(fem.pop) if f is not champ][: top - 1]

@@ -1,4 +1,7 @@
-"""The female population: GP predictors scored by rank agreement on the archive of fully trained models."""
+"""The female population: GP predictors scored by rank agreement on the archive of fully trained models.
+
+Records are evo.ledger.Evaluation objects (any object with `key`, `features` and `target` will do;
+evo.ledger.records_from_rows turns dict rows, such as a checkpoint's archive, into records)."""
 from __future__ import annotations
 
 import random
@@ -48,28 +51,28 @@ class Females:
             self._cache[key] = compile_tree(ind, self.pset)
         return self._cache[key]
 
-    def raw(self, ind, records: list[dict], X: np.ndarray | None = None) -> np.ndarray:
+    def raw(self, ind, records: list, X: np.ndarray | None = None) -> np.ndarray:
         """Raw predictions (higher = worse final loss) for records holding a `features` dict
         (X: their feature matrix, when the caller has it already)."""
         if not records:
             return np.zeros(0)
         if X is None:
-            X = feature_matrix([r["features"] for r in records], self.features)
+            X = feature_matrix([r.features for r in records], self.features)
         return self.compiled(ind)(X)
 
     # -- scoring ----------------------------------------------------------------------------------
-    def split(self, archive: list[dict]) -> np.ndarray:
+    def split(self, archive: list) -> np.ndarray:
         """Holdout mask over the archive (stable per key); all-fit while the archive is too small."""
-        mask = holdout_mask([r["key"] for r in archive])
+        mask = holdout_mask([r.key for r in archive])
         if mask.sum() < MIN_HOLDOUT or (~mask).sum() < MIN_FIT:
             return np.zeros(len(archive), dtype=bool)
         return mask
 
-    def score(self, pop: list, archive: list[dict]) -> None:
+    def score(self, pop: list, archive: list) -> None:
         """fitness = (Kendall tau on the archive's fit part, tree size); holdout tau kept aside."""
-        y = np.array([r["target"] for r in archive])
+        y = np.array([r.target for r in archive])
         mask = self.split(archive)
-        X = feature_matrix([r["features"] for r in archive], self.features) if archive else None
+        X = feature_matrix([r.features for r in archive], self.features) if archive else None
         for ind in pop:
             p = self.raw(ind, archive, X)
             ind.fitness.values = (kendall_tau(p[~mask], y[~mask]), len(ind))
@@ -109,7 +112,7 @@ class Females:
                 break
         return out
 
-    def evolve(self, archive: list[dict], steps: int, mu: int) -> None:
+    def evolve(self, archive: list, steps: int, mu: int) -> None:
         """Run `steps` GP generations on the archive: tournament, varAnd, truncation."""
         self.score(self.pop, archive)
         for _ in range(steps):
@@ -128,7 +131,7 @@ class Females:
         del a.fitness.values
         return a
 
-    def predict_losses(self, ind, archive: list[dict], records: list[dict]) -> np.ndarray:
+    def predict_losses(self, ind, archive: list, records: list) -> np.ndarray:
         """Predictions shown as losses: an affine map fitted on the archive (ranking unchanged if a > 0)."""
-        a, b = calibrate(self.raw(ind, archive), np.array([r["target"] for r in archive]))
+        a, b = calibrate(self.raw(ind, archive), np.array([r.target for r in archive]))
         return a * self.raw(ind, records) + b

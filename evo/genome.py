@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import random
 import zlib
+from dataclasses import replace
 from typing import Sequence
 
 from deap import base, tools
 
 from evo.creator_types import ensure_creator_types
-from models.presets import Preset
+from models.presets import Preset, get_preset
 
 ensure_creator_types()
 from deap import creator  # noqa: E402  (types exist only after ensure_creator_types)
@@ -41,6 +42,16 @@ def make_arch_toolbox(preset: Preset, indpb: float | None = None) -> base.Toolbo
     tb.register("mutate", tools.mutPolynomialBounded, eta=10.0, low=0.0, up=1.0,
                 indpb=indpb if indpb is not None else 2.0 / n)
     return tb
+
+
+def search_preset(cfg) -> Preset:
+    """The space a run searches: its preset with the config's budget overrides (or --table's space)."""
+    if cfg.table:
+        from evo.table import load_table
+        return load_table(cfg.table).space()
+    p = get_preset(cfg.preset)
+    changes = {k: v for k, v in (("full_steps", cfg.full_steps), ("early_frac", cfg.early_frac)) if v is not None}
+    return replace(p, **changes) if changes else p
 
 
 def from_genes(genes: dict, preset: Preset):

@@ -9,7 +9,6 @@ the budget plus one training. Every finished training is journaled; a rerun repl
 """
 from __future__ import annotations
 
-import math
 import random
 from collections import deque
 
@@ -17,12 +16,11 @@ import numpy as np
 
 from evo.checkpoint import Checkpoint
 from evo.config import Config
-from evo.engine import search_preset
 from evo.evaluate import EvalTask, failed
-from evo.genome import decode, eval_seed, genes_key, make_arch_toolbox
+from evo.genome import decode, eval_seed, genes_key, make_arch_toolbox, search_preset
+from evo.ledger import INF, Evaluation, Ledger
 
 PEERS = ("random", "asha", "evolution")
-INF = float("inf")
 
 
 class PeerSearch:
@@ -38,10 +36,7 @@ class PeerSearch:
                   if k in ("preset", "seed", "budget_flops", "early_frac", "full_steps", "threads")}
         self.resumed = ckpt is None and (cfg.out_dir / "checkpoint.json").exists()
         self.ckpt = ckpt or Checkpoint(cfg.out_dir, {**search, "method": method, **opts}, resume=self.resumed)
-        self.records: dict[str, dict] = {}
-        self.compute = {"flops": 0.0, "seconds": 0.0, "trainings": 0, "full_trainings": 0}
-        self.history: list[dict] = []  # after each training: compute used, best target so far
-        self.best_state: str | None = None
+        self.ledger = Ledger(self.F, every_training=True)  # a history point after every training
 
     @property
     def budget(self) -> float:
@@ -50,85 +45,56 @@ class PeerSearch:
 
     def spent(self) -> bool:
         """True once the budget is used up: no new training starts."""
-        return self.compute["flops"] >= self.budget
+        return self.ledger.compute["flops"] >= self.budget
 
     def train(self, key: str, genes: dict, steps: int, role: str, parents=()) -> dict:
         """Train `key` up to `steps` (continuing from its last state); journaled and logged once."""
-        rec = self.records.setdefault(key, {"key": key, "genes": genes, "meta": {"role": role, "parents": list(parents)}})
-        prev = rec.get("result")
+        rec = self.ledger.records.get(key) or self.ledger.new(key, genes, role=role, parents=parents)
+        prev = rec.result
         start = prev["steps"] if prev else 0
-        load = self.ckpt.state_path(f"{key}/s{start}") if prev else None
         task = EvalTask(key=f"{key}/s{steps}", genes=genes, preset=self.preset, steps=steps,
                         seed=eval_seed(self.cfg.seed, genes), data=self.cfg.data, device=self.cfg.device,
-                        threads=self.cfg.threads, load_state=load, save_state=self.ckpt.state_path(f"{key}/s{steps}"),
+                        threads=self.cfg.threads, load_state=rec.state_file,
+                        save_state=self.ckpt.state_path(f"{key}/s{steps}"),
                         phase="straight" if not prev and steps == self.F else "early" if steps < self.F else "full")
         res = self.ckpt.once("eval/" + task.key, lambda: next(iter(self.executor.run([task]))))
-        self.compute["flops"] += 0.0 if res.get("error") else res.get("flops", 0.0) - (prev or {}).get("flops", 0.0)
-        self.compute["seconds"] += res.get("eval_seconds", 0.0)
-        self.compute["trainings"] += 1
-        rec["result"] = res
-        _remove(load)
-        if steps == self.F and not failed(res):
-            self.compute["full_trainings"] += 1
-            rec["full"], rec["target"] = res, res["best_val_loss"]
-        elif failed(res):
-            rec["target"] = INF
-        self._keep_best_state(rec, task)
+        self.ledger.absorb(rec, task, res)
         self._log(rec, res, start)
-        best = self.best()
-        self.history.append({"flops": self.compute["flops"], "best_val_loss": best["target"] if best else INF,
-                             "full_trainings": self.compute["full_trainings"]})
-        n = self.compute["trainings"]
+        compute = self.ledger.compute
+        n = compute["trainings"]
         self.ckpt.once(f"gen/{n}", lambda: self.tracker.log_generation(n, {
-            "arch/best_val_loss": self.history[-1]["best_val_loss"], "cost/flops": self.compute["flops"],
-            "cost/seconds": self.compute["seconds"], "cost/full_trainings": self.compute["full_trainings"]}) or True)
+            "arch/best_val_loss": self.ledger.history[-1]["best_val_loss"], "cost/flops": compute["flops"],
+            "cost/seconds": compute["seconds"], "cost/full_trainings": compute["full_trainings"]}) or True)
         self.ckpt.snapshot(self.state())
         return res
 
-    def _keep_best_state(self, rec: dict, task: EvalTask) -> None:
-        """Keep the final state of the best fully trained architecture; drop beaten and spent ones."""
-        if task.steps < self.F and not failed(rec["result"]):
-            return  # a rung state: the next rung continues from it
-        if self.best() is rec and rec.get("full"):
-            _remove(self.best_state if self.best_state != task.save_state else None)
-            self.best_state = task.save_state
-        else:
-            _remove(task.save_state)
-
-    def _log(self, rec: dict, res: dict, start: int) -> None:
+    def _log(self, rec: Evaluation, res: dict, start: int) -> None:
         def write():
             metrics = {"cost/flops": res.get("flops"), "cost/seconds": res.get("eval_seconds"),
                        "arch/n_params": res.get("n_params"), "perf/train_tokens_per_s": res.get("tokens_per_s"),
                        "arch/best_val_loss": res.get("best_val_loss"), "arch/final_val_loss": res.get("final_val_loss"),
                        "arch/final_train_loss": res.get("final_train_loss")}
-            params = {**{f"gene/{k}": v for k, v in rec["genes"].items()},
-                      "seed": eval_seed(self.cfg.seed, rec["genes"])} if start == 0 else {}
-            tags = {"dimorph.role": rec["meta"]["role"], "dimorph.parents": ",".join(rec["meta"]["parents"]),
+            params = {**{f"gene/{k}": v for k, v in rec.genes.items()},
+                      "seed": eval_seed(self.cfg.seed, rec.genes)} if start == 0 else {}
+            tags = {"dimorph.role": rec.role, "dimorph.parents": ",".join(rec.parents),
                     "dimorph.method": self.method, "dimorph.steps": res.get("steps"),
                     "dimorph.diverged": bool(res.get("diverged")), "dimorph.error": (res.get("error") or "")[:250]}
-            run_id = rec.get("run_id") or (self.tracker.find_child(rec["key"]) if self.resumed else None)
-            return self.tracker.log_evaluation(rec["key"], res, params, tags, metrics, run_id=run_id,
+            run_id = rec.run_id or (self.tracker.find_child(rec.key) if self.resumed else None)
+            return self.tracker.log_evaluation(rec.key, res, params, tags, metrics, run_id=run_id,
                                                after_step=start if start else -1)
-        rec["run_id"] = self.ckpt.once(f"log/{rec['key']}/s{res.get('steps')}", write)
-
-    def best(self) -> dict | None:
-        """The fully trained architecture with the lowest best val loss (ties: first trained)."""
-        done = [r for r in self.records.values() if r.get("full") and math.isfinite(r.get("target", INF))]
-        return min(done, key=lambda r: r["target"], default=None)
+        rec.run_id = self.ckpt.once(f"log/{rec.key}/s{res.get('steps')}", write)
 
     def state(self) -> dict:
         """JSON-able snapshot: records, compute, history and the best architecture."""
-        best = self.best()
-        return {"method": self.method, "compute": dict(self.compute), "history": self.history,
-                "records": [{"key": r["key"], "genes": r["genes"], "target": r.get("target"),
-                             "steps": (r.get("result") or {}).get("steps"), "role": r["meta"]["role"]}
-                            for r in self.records.values()],
-                "best": best and {"key": best["key"], "genes": best["genes"], "target": best["target"],
-                                  "run_id": best.get("run_id"), "state": self.best_state}}
+        return {"method": self.method, "compute": dict(self.ledger.compute), "history": self.ledger.history,
+                "records": [{"key": r.key, "genes": r.genes, "target": r.target,
+                             "steps": (r.result or {}).get("steps"), "role": r.role}
+                            for r in self.ledger.records.values()],
+                "best": self.ledger.best_entry()}
 
     def key(self) -> str:
         """The next architecture's key: method initial and a running number."""
-        return f"{self.method[0]}{len(self.records):04d}"
+        return f"{self.method[0]}{len(self.ledger.records):04d}"
 
     def run(self) -> None:
         """Search until the budget is spent (replaying journaled trainings)."""
@@ -164,7 +130,7 @@ class PeerSearch:
             add(tb.individual(), "init")
         while not self.spent():
             sample = random.sample(list(pop), min(S, len(pop)))
-            pkey, parent = min(sample, key=lambda kv: (self.records[kv[0]].get("target", INF), kv[0]))
+            pkey, parent = min(sample, key=lambda kv: (_target(self.ledger.records[kv[0]]), kv[0]))
             child = tb.clone(parent)
             for _ in range(20):  # re-mutate a child that decodes to an architecture already trained
                 tb.mutate(child)
@@ -197,11 +163,12 @@ class PeerSearch:
         while not self.spent():
             trial = study.ask()
             genes = decode([trial.suggest_float(f"u_{n}", 0.0, 1.0) for n in names], self.preset)
-            key, reported, outcome = self.key(), 0, None
+            key, reported, outcome, rec = self.key(), 0, None, None
             for r in self.rungs():
                 if self.spent():
                     break
                 res = self.train(key, genes, r, "baseline" if trial.number == 0 else "trial")
+                rec = self.ledger.records[key]
                 if failed(res):
                     outcome = TrialState.FAIL
                     break
@@ -211,22 +178,22 @@ class PeerSearch:
                         reported = s
                 if r < self.F and trial.should_prune():
                     outcome = TrialState.PRUNED
-                    self._mark_pruned(self.records[key], r)
+                    self._mark_pruned(rec, r)
                     break
             if outcome is not None:
                 study.tell(trial, state=outcome)
-            elif key in self.records and self.records[key].get("full"):
-                study.tell(trial, self.records[key]["target"])
+            elif rec is not None and rec.fully_trained:
+                study.tell(trial, rec.target)
             else:  # the budget ran out inside this trial
-                _remove(self.ckpt.state_path(f"{key}/s{self.records[key]['result']['steps']}") if key in self.records else None)
+                if rec is not None:
+                    self.ledger.release(rec)
                 study.tell(trial, state=TrialState.FAIL)
 
-
-    def _mark_pruned(self, rec: dict, steps: int) -> None:
-        rec["meta"]["role"] = f"pruned@{steps}"
-        _remove(self.ckpt.state_path(f"{rec['key']}/s{steps}"))
-        self.ckpt.once(f"prune/{rec['key']}", lambda: self.tracker.log_evaluation(
-            rec["key"], {}, {}, {"dimorph.role": rec["meta"]["role"]}, {}, run_id=rec["run_id"]))
+    def _mark_pruned(self, rec: Evaluation, steps: int) -> None:
+        rec.role = f"pruned@{steps}"
+        self.ledger.release(rec)
+        self.ckpt.once(f"prune/{rec.key}", lambda: self.tracker.log_evaluation(
+            rec.key, {}, {}, {"dimorph.role": rec.role}, {}, run_id=rec.run_id))
         self.ckpt.snapshot(self.state())
 
 
@@ -250,7 +217,7 @@ def run_peer(cfg: Config, method: str, tracker, executor, **opts) -> dict:
 
     def finish():
         summary = {"mode": method, "preset": cfg.preset, "seed": cfg.seed, "best": best_numbers(search),
-                   "compute": dict(search.compute), "history": search.history, "options": opts,
+                   "compute": dict(search.ledger.compute), "history": search.ledger.history, "options": opts,
                    "mlflow": {"run_id": tracker.run_id, "experiment": tracker.experiment, "tracking_uri": tracker.uri},
                    "out_dir": str(search.ckpt.dir)}
         tracker.finish(summary)
@@ -261,7 +228,6 @@ def run_peer(cfg: Config, method: str, tracker, executor, **opts) -> dict:
     return summary
 
 
-def _remove(path: str | None) -> None:
-    import os
-    if path and os.path.exists(path):
-        os.remove(path)
+def _target(rec: Evaluation) -> float:
+    """Aging evolution's fitness: the target, inf while there is none."""
+    return INF if rec.target is None else rec.target

@@ -11,15 +11,13 @@ import numpy as np
 
 
 def best_numbers(search, measure: bool = True) -> dict:
-    """The paper's four numbers for the best fully trained architecture (inference re-measured)."""
-    best = search.state()["best"]
-    if not best or best.get("target") is None or not math.isfinite(best["target"]):
+    """The paper's four numbers for the best fully trained architecture (inference re-measured);
+    {} when no architecture finished training."""
+    rec = search.ledger.best()
+    if rec is None:
         return {}
-    rec = search.records[best["key"]]
-    full = rec.get("full") or rec.get("result") or {}
-    if full.get("error"):
-        return {}
-    out = {"key": best["key"], "genes": rec["genes"], "run_id": rec.get("run_id"),
+    full = rec.full
+    out = {"key": rec.key, "genes": rec.genes, "run_id": rec.run_id,
            "final_train_loss": full.get("final_train_loss"), "best_val_loss": full.get("best_val_loss"),
            "best_val_step": full.get("best_val_step"), "final_val_loss": full.get("final_val_loss"),
            "train_time_s": full.get("wall_time"), "n_params": full.get("n_params"),
@@ -29,7 +27,7 @@ def best_numbers(search, measure: bool = True) -> dict:
     return out
 
 
-def measure_speed(search, rec: dict, n_samples: int = 10, new_tokens: int = 500) -> dict:
+def measure_speed(search, rec, n_samples: int = 10, new_tokens: int = 500) -> dict:
     """Paper protocol: 10 samples x 500 tokens at batch 1, temperature 0.8, top-k 200; KV cache and none."""
     import torch
 
@@ -39,11 +37,12 @@ def measure_speed(search, rec: dict, n_samples: int = 10, new_tokens: int = 500)
     from models.train import load_state
 
     data = token_data(search.cfg.data, search.preset)
-    gpt_cfg, _ = search.preset.configs(rec["genes"], data.vocab_size, device=search.cfg.device)
+    gpt_cfg, _ = search.preset.configs(rec.genes, data.vocab_size, device=search.cfg.device)
     torch.manual_seed(0)
     model = GPT(gpt_cfg)
-    if search.best_state and Path(search.best_state).exists():
-        model.load_state_dict(load_state(search.best_state).model)
+    state = search.ledger.best_state
+    if state and Path(state).exists():
+        model.load_state_dict(load_state(state).model)
     torch.set_num_threads(max(1, search.cfg.threads))
     kw = dict(n_samples=n_samples, new_tokens=new_tokens, device=search.cfg.device)
     return {"inference_tokens_per_s": measure_inference(model, use_cache=True, **kw),
@@ -51,22 +50,23 @@ def measure_speed(search, rec: dict, n_samples: int = 10, new_tokens: int = 500)
 
 
 def results_table(search) -> str:
-    """CSV of every evaluated architecture: genes, role, early loss, prediction, true target, cost."""
+    """CSV of every evaluated architecture: genes, role, status (early, full, failed), early loss,
+    prediction, true target, cost."""
     genes = list(search.preset.gene_names)
-    cols = ["key", "generation", "role", *genes, "n_params", "early_val_loss", "predicted", "best_val_loss",
-            "final_val_loss", "final_train_loss", "flops", "seconds", "diverged", "error", "run_id"]
+    cols = ["key", "generation", "role", "status", *genes, "n_params", "early_val_loss", "predicted",
+            "best_val_loss", "final_val_loss", "final_train_loss", "flops", "seconds", "diverged", "error", "run_id"]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(cols)
-    for key, r in search.records.items():
-        early, full = r.get("early") or {}, r.get("full") or (r.get("result") if key == "baseline" else {}) or {}
+    for key, r in search.ledger.records.items():
+        early, full = r.early or {}, r.full or {}
         last = full or early
         ev = (early.get("val_losses") or [None])[-1]
-        w.writerow([key, r["meta"].get("gen"), r["meta"].get("role"), *[r["genes"].get(g) for g in genes],
-                    last.get("n_params"), ev, r.get("predicted"), full.get("best_val_loss"),
+        w.writerow([key, r.generation, r.role, r.status, *[r.genes.get(g) for g in genes],
+                    last.get("n_params"), ev, r.predicted, full.get("best_val_loss"),
                     full.get("final_val_loss"), full.get("final_train_loss"), last.get("flops"),
                     (early.get("eval_seconds") or 0) + (full.get("eval_seconds") or 0),
-                    bool(last.get("diverged")), last.get("error") or "", r.get("run_id")])
+                    bool(last.get("diverged")), last.get("error") or "", r.run_id])
     return buf.getvalue()
 
 
@@ -81,7 +81,7 @@ def export_females(search, top: int = 3) -> list[dict]:
     docs = []
     for rank, ind in enumerate([champ] + rest):
         meta = {"rank": rank, "fit_kendall_tau": ind.fitness.values[0],
-                "holdout_kendall_tau": getattr(ind, "holdout_tau", None), "archive_size": len(search.archive),
+                "holdout_kendall_tau": getattr(ind, "holdout_tau", None), "archive_size": len(search.ledger.archive),
                 "early_frac": search.E / search.F, "early_steps": search.E, "full_steps": search.F,
                 "preset": search.preset.name, "target": "best validation loss over the full budget"}
         docs.append(export_predictor(ind, search.fem.pset, meta=meta))
@@ -94,14 +94,14 @@ def plots(search, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = []
-    order = [r for r in search.records.values() if _trained(r.get("full"))]  # failed ones have no curves
+    files, records = [], list(search.ledger.records.values())
+    order = [r for r in records if _trained(r.full)]  # failed ones have no curves
     if order:
         flops, best, used, run = [], [], 0.0, math.inf
-        for r in search.records.values():  # evaluation order
-            used += ((r.get("full") or r.get("early") or {}).get("flops") or 0.0)
-            if r.get("target") is not None and math.isfinite(r["target"]):
-                run = min(run, r["target"])
+        for r in records:  # evaluation order
+            used += ((r.result or {}).get("flops") or 0.0)
+            if r.target is not None and math.isfinite(r.target):
+                run = min(run, r.target)
             if math.isfinite(run):
                 flops.append(used)
                 best.append(run)
@@ -111,13 +111,13 @@ def plots(search, out_dir: Path) -> list[Path]:
         files.append(_save(fig, out_dir / "best_vs_compute.png"))
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for r in order[:40]:
-            f = r["full"]
+            f = r.full
             ax.plot(f["eval_steps"], f["val_losses"], lw=0.8, alpha=0.7)
         ax.axvline(search.E, color="k", ls=":", lw=0.8)
         ax.set(xlabel="step", ylabel="val loss", title="fully trained architectures")
         files.append(_save(fig, out_dir / "val_curves.png"))
-    pts = [(r["predicted"], r["target"]) for r in search.records.values()
-           if r.get("predicted") is not None and r.get("target") is not None and math.isfinite(r["target"])]
+    pts = [(r.predicted, r.target) for r in records
+           if r.predicted is not None and r.target is not None and math.isfinite(r.target)]
     if pts and search.fem:
         p, t = np.array(pts).T
         fig, ax = plt.subplots(figsize=(4, 4))

@@ -194,12 +194,13 @@ def _summary(search, tracker, best: dict) -> dict:
         from primitives.export import to_sympy
         pred = {"tree": str(champ), "sympy": str(to_sympy(champ, search.fem.pset)),
                 "fit_kendall_tau": champ.fitness.values[0], "holdout_kendall_tau": champ.holdout_tau}
-    base = search.records.get("g0-b0") or search.records.get("baseline") or {}
-    base_loss = base.get("target")  # inf when the baseline's training failed: reported as None
+    records = search.ledger.records
+    base = records.get("g0-b0") or records.get("baseline")
+    base_loss = base.target if base else None  # inf when the baseline's training failed: reported as None
     return {"mode": cfg.mode, "preset": cfg.preset, "seed": cfg.seed, "gens": cfg.gens,
             "best": best, "baseline_best_val_loss": base_loss if base_loss is not None and math.isfinite(base_loss)
             else None, "predictor": pred,
-            "compute": dict(search.compute), "archive_size": len(search.archive),
+            "compute": dict(search.ledger.compute), "archive_size": len(search.ledger.archive),
             "mlflow": {"run_id": tracker.run_id, "experiment": tracker.experiment, "tracking_uri": tracker.uri},
             "out_dir": str(search.ckpt.dir)}
 

@@ -48,7 +48,7 @@ class MemoryCheckpoint:
         pass
 
     def state_path(self, key: str) -> str:
-        return f"(memory)/{key}"  # lookups never write states; _remove finds nothing here
+        return f"(memory)/{key}"  # lookups never write states: the ledger finds no file to delete
 
     def close(self) -> None:
         pass
@@ -89,8 +89,8 @@ def run_method(table: str, method: str, seed: int, budget: float, opts: dict | N
         s.run()
         extra = {}
     tab = load_table(table)
-    hist = [{"cost": h["flops"], "best": h["best_val_loss"]} for h in s.history]
-    return {"method": method, "seed": seed, "history": hist, "compute": dict(s.compute),
+    hist = [{"cost": h["flops"], "best": h["best_val_loss"]} for h in s.ledger.history]
+    return {"method": method, "seed": seed, "history": hist, "compute": dict(s.ledger.compute),
             "wall_s": time.perf_counter() - t0, "table_best": tab.best_target, **extra}
 
 

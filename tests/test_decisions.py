@@ -7,6 +7,7 @@ from evo.config import Config
 from evo.engine import Search
 from evo.executors import SerialExecutor
 from evo.females import REFERENCE, Females
+from evo.ledger import Evaluation
 from evo.table import TableEvaluator
 from evo.tablestats import MemoryCheckpoint, NullTracker
 from tests.table_helpers import make_table
@@ -59,9 +60,9 @@ def _males(s, early_target):
         ind = s.arch_tb.individual()
         ind.key = f"m{k}"
         rec = s._new(ind.key, {"k": k}, 0, "test")
-        rec["early"] = {"val_losses": [e], "error": None, "diverged": e == float("inf")}
+        rec.early = {"val_losses": [e], "error": None, "diverged": e == float("inf")}
         if t is not None:
-            rec["target"] = t
+            rec.target = t
         inds.append(ind)
     return inds
 
@@ -87,12 +88,12 @@ def test_promotion_takes_the_best_early_children_and_one_drawn_from_the_rest(sea
     s = search("male", promote=2, promote_random=1)
     kids = _males(s, [(2.9, None), (2.6, None), (3.1, None), (2.7, None), (float("inf"), None), (3.0, None)])
     for k in kids:
-        s.records[k.key]["run_id"] = None
+        s.ledger.records[k.key].run_id = None
     random.seed(4)
     chosen = s._promote(1, kids, None)
     assert chosen[:2] == ["m1", "m3"]  # the two lowest early validation losses
     assert chosen[2] in {"m0", "m2", "m5"}  # one of the rest; the failed m4 never
-    roles = {k.key: s.records[k.key]["meta"]["role"] for k in kids if k.key != "m4"}
+    roles = {k.key: s.ledger.records[k.key].role for k in kids if k.key != "m4"}
     assert roles["m1"] == roles["m3"] == "promoted" and roles[chosen[2]] == "random"
     assert sum(r == "early-only" for r in roles.values()) == 2
     random.seed(4)
@@ -103,10 +104,11 @@ def test_promotion_by_a_champion_follows_her_ranking_not_the_early_loss(search):
     s = search("female", promote=2, promote_random=0)
     kids = _males(s, [(2.9, None), (2.6, None), (3.1, None)])
     for k, sotl in zip(kids, (1.0, 3.0, 2.0)):
-        s.records[k.key]["run_id"] = None
-        s.records[k.key]["features"] = {f: 0.0 for f in s.fem.features} | {"sotl": sotl}
-    s.archive = [{"key": "a", "target": 1.0, "features": {f: 0.0 for f in s.fem.features} | {"sotl": 1.0}},
-                 {"key": "b", "target": 2.0, "features": {f: 0.0 for f in s.fem.features} | {"sotl": 2.0}}]
+        s.ledger.records[k.key].run_id = None
+        s.ledger.records[k.key].features = {f: 0.0 for f in s.fem.features} | {"sotl": sotl}
+    s.ledger.archive[:] = [
+        Evaluation("a", {}, target=1.0, features={f: 0.0 for f in s.fem.features} | {"sotl": 1.0}),
+        Evaluation("b", {}, target=2.0, features={f: 0.0 for f in s.fem.features} | {"sotl": 2.0})]
     champ = s.fem.from_strings(["sotl"])[0]
     assert s._promote(1, kids, champ) == ["m0", "m2"]  # lowest sotl first, whatever the early loss
-    assert s.records["m0"]["predicted"] == pytest.approx(1.0) and s.records["m2"]["predicted"] == pytest.approx(2.0)
+    assert s.ledger.records["m0"].predicted == pytest.approx(1.0) and s.ledger.records["m2"].predicted == pytest.approx(2.0)

@@ -1,0 +1,142 @@
+"""The ledger's rules on hand-made phases: compute, failures, best, history, state files."""
+import math
+from pathlib import Path
+
+import pytest
+
+from evo.evaluate import EvalTask
+from evo.ledger import Ledger
+
+F = 100
+
+
+class Phases:
+    """Tasks and results of hand-made phases; each phase writes a real state file under `dir`."""
+
+    def __init__(self, d: Path):
+        self.dir = d
+
+    def path(self, name: str) -> str:
+        return str(self.dir / f"{name}.pt")
+
+    def task(self, key: str, steps: int, load: str | None = None, save: str | None = None) -> EvalTask:
+        save = save or self.path(f"{key.split('/')[0]}-s{steps}")
+        Path(save).write_text("state")
+        return EvalTask(key=key, genes={}, preset=None, steps=steps, seed=0, load_state=load, save_state=save)
+
+    @staticmethod
+    def ok(steps: int, best: float, flops_per_step: float = 10.0, seconds: float = 1.0) -> dict:
+        return {"steps": steps, "flops": flops_per_step * steps, "eval_seconds": seconds, "error": None,
+                "diverged": False, "val_losses": [best + 0.5, best], "best_val_loss": best}
+
+    @staticmethod
+    def diverged(steps: int, flops_per_step: float = 10.0) -> dict:
+        return {"steps": steps, "flops": flops_per_step * steps, "eval_seconds": 1.0, "error": None,
+                "diverged": True, "val_losses": [3.0, None], "best_val_loss": 3.0}
+
+    @staticmethod
+    def crashed() -> dict:
+        return {"error": "RuntimeError: out of memory", "diverged": False, "eval_seconds": 0.5}
+
+
+@pytest.fixture
+def ph(tmp_path):
+    return Phases(tmp_path)
+
+
+def files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
+
+
+def early_then_full(led: Ledger, ph: Phases, key: str, early_res: dict, full_res: dict | None):
+    rec = led.new(key, {"k": key})
+    led.absorb(rec, ph.task(key, 10), early_res)
+    if full_res is not None:
+        led.absorb(rec, ph.task(key + "/full", F, load=rec.state_file), full_res)
+    return rec
+
+
+def test_a_continuation_is_charged_only_its_own_flops(ph):
+    led = Ledger(F)
+    rec = led.new("a", {})
+    assert rec.pending and rec.status == "pending"
+    led.absorb(rec, ph.task("a", 10), ph.ok(10, 2.5))
+    assert led.compute == {"flops": 100.0, "seconds": 1.0, "early_trainings": 1, "full_trainings": 0,
+                           "trainings": 1}
+    assert rec.early_done and rec.target is None and rec.early_val == 2.5 and not led.history
+    led.absorb(rec, ph.task("a/full", F, load=rec.state_file), ph.ok(F, 2.0, seconds=4.0))
+    assert led.compute == {"flops": 1000.0, "seconds": 5.0, "early_trainings": 1, "full_trainings": 1,
+                           "trainings": 2}
+    assert rec.fully_trained and rec.status == "full" and rec.target == 2.0 and rec.result is rec.full
+    # no features (a peer's record): best, but not in the females' archive
+    assert led.best() is rec and led.archive == [] and led.trained == [rec]
+    assert led.history == [{"flops": 1000.0, "full_trainings": 1, "best_val_loss": 2.0}]
+    # ASHA-style rungs: each rung pays the difference to the previous one
+    b = led.new("b", {})
+    for steps in (10, 30, F):
+        led.absorb(b, ph.task("b", steps, load=b.state_file), ph.ok(steps, 1.5, flops_per_step=20.0))
+    assert led.compute["flops"] == 1000.0 + 20.0 * F
+    assert (led.compute["early_trainings"], led.compute["full_trainings"]) == (3, 2)
+
+
+def test_failed_early_phases_count_once_and_keep_nothing(ph):
+    led = Ledger(F)
+    crashed = early_then_full(led, ph, "c", ph.crashed(), None)
+    assert led.compute == {"flops": 0.0, "seconds": 0.5, "early_trainings": 1, "full_trainings": 0,
+                           "trainings": 1}  # an error result carries no FLOPs
+    assert crashed.failed and crashed.status == "failed" and not crashed.early_done
+    assert crashed.target == math.inf and crashed.early_val == math.inf
+    diverged = early_then_full(led, ph, "d", ph.diverged(10), None)
+    assert led.compute["flops"] == 100.0 and led.compute["early_trainings"] == 2  # diverged: paid for
+    assert diverged.failed and diverged.target == math.inf
+    assert files(ph.dir) == [] and led.best() is None and led.history == []  # their states are gone
+
+
+def test_a_failed_full_training_counts_and_leaves_the_best_alone(ph):
+    led = Ledger(F)
+    good = early_then_full(led, ph, "g", ph.ok(10, 2.6), ph.ok(F, 2.0))
+    bad = early_then_full(led, ph, "b", ph.ok(10, 2.2), ph.crashed())
+    assert led.compute["full_trainings"] == 2 and led.compute["early_trainings"] == 2
+    assert led.compute["flops"] == 100.0 + 900.0 + 100.0  # the crashed continuation is charged nothing
+    assert bad.failed and bad.target == math.inf and not bad.fully_trained and bad.early_val == 2.2
+    assert led.best() is good and led.trained == [good]
+    assert [h["best_val_loss"] for h in led.history] == [2.0, 2.0]  # a point after each full training
+    assert [h["full_trainings"] for h in led.history] == [1, 2]
+    assert files(ph.dir) == ["g-s100.pt"]  # b's early state was spent, its failed final state removed
+    assert led.best_state == ph.path("g-s100") and led.best_entry()["state"] == led.best_state
+
+
+def test_best_is_the_lowest_target_and_the_first_to_finish_on_ties(ph):
+    led = Ledger(F)
+    assert led.best() is None and led.best_entry() is None
+    a = early_then_full(led, ph, "a", ph.ok(10, 3.0), ph.ok(F, 2.5))
+    b = early_then_full(led, ph, "b", ph.ok(10, 3.0), ph.ok(F, 2.1))
+    c = early_then_full(led, ph, "c", ph.ok(10, 3.0), ph.ok(F, 2.1))
+    d = early_then_full(led, ph, "d", ph.ok(10, 3.0), ph.ok(F, 2.4))
+    assert led.best() is b and led.trained == [a, b, c, d]
+    assert led.best_entry() == {"key": "b", "genes": {"k": "b"}, "target": 2.1, "run_id": None,
+                                "state": ph.path("b-s100")}
+    assert [h["best_val_loss"] for h in led.history] == [2.5, 2.1, 2.1, 2.1]
+
+
+def test_every_training_history_and_state_files_follow_the_best(ph):
+    led = Ledger(F, every_training=True)
+    a = led.new("a", {})
+    led.absorb(a, ph.task("a", F), ph.ok(F, 2.5))  # a straight full training
+    assert files(ph.dir) == ["a-s100.pt"] and led.best_state == ph.path("a-s100")
+    b = led.new("b", {})
+    led.absorb(b, ph.task("b", 10), ph.ok(10, 2.9))
+    assert files(ph.dir) == ["a-s100.pt", "b-s10.pt"]  # a rung state waits for its continuation
+    assert len(led.history) == 2 and led.history[-1]["best_val_loss"] == 2.5
+    led.absorb(b, ph.task("b", F, load=b.state_file), ph.ok(F, 2.0))
+    assert files(ph.dir) == ["b-s100.pt"]  # b's rung state spent; b beats a, whose state goes
+    assert led.best_state == ph.path("b-s100") and a.state_file is None
+    c = led.new("c", {})
+    led.absorb(c, ph.task("c", F), ph.ok(F, 2.7))
+    assert files(ph.dir) == ["b-s100.pt"]  # beaten at once
+    d = led.new("d", {})
+    led.absorb(d, ph.task("d", 10), ph.ok(10, 3.3))
+    led.release(d)  # pruned: no continuation will come
+    led.release(b)  # the kept state is never released
+    assert files(ph.dir) == ["b-s100.pt"] and d.state_file is None and d.early_done
+    assert [h["full_trainings"] for h in led.history] == [1, 1, 2, 3, 3]
