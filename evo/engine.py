@@ -150,6 +150,7 @@ class Search:
                 self._new(ind.key, decode(ind, self.preset), 0, "init")
             self._early([i.key for i in inds + extra])
             self._continue([i.key for i in inds])
+            self._release([i.key for i in extra])  # the extra males are early-trained only
             self.males = self._rank_males(inds + extra, None)[: cfg.males]
         else:
             self._early([i.key for i in inds])
@@ -204,8 +205,13 @@ class Search:
             self.males = self._rank_males(self.males + children, champion)[: cfg.males]
         self._end_generation(g, champion)
 
+    def _judge(self, champion):
+        """The champion, when there is an archive to calibrate her on (else the early loss ranks)."""
+        return champion if self.ledger.archive else None
+
     def _promote(self, g: int, children: list, champion) -> list[str]:
         """The ranker's top `promote` children plus `promote_random` drawn from the rest."""
+        champion = self._judge(champion)
         recs = [r for r in (self.ledger.records[c.key] for c in children) if r.early_done]
         if champion is not None:
             score = self.fem.raw(champion, recs)
@@ -230,6 +236,7 @@ class Search:
     def _rank_males(self, pop: list, champion) -> list:
         """Best first. male: early val loss; combined: NSGA-II fronts on (early val loss, target),
         the target being the true one once fully trained and the champion's prediction before."""
+        champion = self._judge(champion)
         recs = [self.ledger.records[i.key] for i in pop]
         early = [r.early_val for r in recs]
         target = [r.target for r in recs]

@@ -1,11 +1,20 @@
-"""The ledger's rules on hand-made phases: compute, failures, best, history, state files."""
+"""The ledger's rules on hand-made phases (compute, failures, best, history, state files), and the
+engine's use of it: no state file left behind, an empty archive after failed bootstraps."""
 import math
+import os
 from pathlib import Path
 
 import pytest
 
+from evo.config import Config
+from evo.engine import Search
 from evo.evaluate import EvalTask
+from evo.executors import SerialExecutor
 from evo.ledger import Ledger
+from evo.report import best_numbers
+from evo.table import TableEvaluator, load_table
+from evo.tablestats import MemoryCheckpoint, NullTracker
+from tests.table_helpers import make_table
 
 F = 100
 
@@ -140,3 +149,86 @@ def test_every_training_history_and_state_files_follow_the_best(ph):
     led.release(b)  # the kept state is never released
     assert files(ph.dir) == ["b-s100.pt"] and d.state_file is None and d.early_done
     assert [h["full_trainings"] for h in led.history] == [1, 1, 2, 3, 3]
+
+
+# -- the engine on a table ------------------------------------------------------------------------
+class Lookup:
+    """A table evaluator that writes and reads state files like the trainer, and fails `fail(task)`."""
+
+    def __init__(self, table: str, fail=lambda task: False):
+        self.table, self.fail, self.calls = TableEvaluator(table), fail, []
+
+    def __call__(self, task):
+        self.calls.append(task.key)
+        if task.load_state:
+            assert os.path.exists(task.load_state), task.load_state  # a continuation needs its state
+        if self.fail(task):
+            return {"key": task.key, "phase": task.phase, "error": "worker died 3 times", "diverged": False,
+                    "eval_seconds": 0.0}
+        Path(task.save_state).write_text(task.key)
+        return self.table(task)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> str:
+    return str(make_table(tmp_path_factory.mktemp("t"), n=40))
+
+
+def search(table, out, fn, **kw) -> Search:
+    from evo.checkpoint import Checkpoint
+
+    cfg = Config(table=table, seed=1, workers=0, progress=False, out=str(out), females=8, pred_steps=1, **kw)
+    ckpt = Checkpoint(cfg.out_dir, cfg.search_fields(), resume=False)
+    return Search(cfg, SerialExecutor(fn=fn), NullTracker(), ckpt=ckpt)
+
+
+def test_no_state_file_is_left_behind_when_males_exceed_the_bootstrap(table, tmp_path):
+    fn = Lookup(table)
+    s = search(table, tmp_path / "out", fn, mode="male", gens=2, bootstrap=3, males=6, offspring=3,
+               promote=1, promote_random=1)
+    s.run()
+    s.ckpt.close()
+    assert any(k.startswith("g0-i") for k in fn.calls)  # early-trained extra males
+    best = s.ledger.best()
+    assert files(s.ckpt.states) == [f"{best.key}_full.pt"]
+    assert s.state()["best"]["state"] == str(s.ckpt.states / f"{best.key}_full.pt")
+
+
+@pytest.mark.parametrize("mode", ["combined", "female"])
+def test_an_empty_archive_after_failed_bootstraps_ends_cleanly(table, tmp_path, mode):
+    from evo.run import _summary, format_summary
+
+    fn = Lookup(table, fail=lambda task: task.phase == "full")  # every continuation is lost
+    s = search(table, tmp_path / "out", fn, mode=mode, gens=2, bootstrap=3, males=4, offspring=3,
+               promote=1, promote_random=1)
+    s.run()
+    s.ckpt.close()
+    led = s.ledger
+    assert led.archive == [] and led.best() is None and s.state()["best"] is None
+    assert led.compute["full_trainings"] == 3 + 2 * 2 and led.compute["flops"] > 0
+    assert all(r.failed for r in led.records.values() if r.full is not None)
+    assert files(s.ckpt.states) == []
+    assert best_numbers(s, measure=False) == {}
+
+    class Tracker:
+        run_id, experiment, uri = "r", "e", "sqlite:///x.db"
+
+    text = format_summary(_summary(s, Tracker(), {}))
+    assert "no architecture finished training (all diverged or failed)" in text
+    assert "7 full and" in text
+
+
+def test_without_an_archive_the_early_loss_promotes_until_one_exists(table, tmp_path):
+    fn = Lookup(table, fail=lambda task: task.key.startswith("g0-") and task.phase == "full")
+    s = search(table, tmp_path / "out", fn, mode="combined", gens=2, bootstrap=3, males=4, offspring=3,
+               promote=1, promote_random=0)
+    s.run()
+    s.ckpt.close()
+    recs = s.ledger.records
+    g1 = [recs[f"g1-c{i}"] for i in range(3)]
+    promoted = [r for r in g1 if r.role == "promoted"]
+    assert len(promoted) == 1 and promoted[0].predicted == promoted[0].early_val  # judged by early loss
+    assert promoted[0].early_val == min(r.early_val for r in g1)  # (a failed early phase: inf)
+    assert s.ledger.best() is not None and s.ledger.best().generation >= 1
+    t = load_table(table)
+    assert s.ledger.best().target == pytest.approx(min(t.targets[t.row_of(r.genes)] for r in s.ledger.archive))
