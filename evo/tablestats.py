@@ -164,6 +164,7 @@ def regret_figure(records: list[dict], methods: list[str], unit: float, best: fl
                   path: Path) -> Path:
     """Median regret (IQR shaded) against compute, in full trainings, per method."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -181,6 +182,9 @@ def regret_figure(records: list[dict], methods: list[str], unit: float, best: fl
         line, = ax.plot(grid, med, label=m, lw=2 if m == "combined" else 1.2)
         ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.12)
     ax.set_xscale("log")
+    ticks = [t for t in (1, 2, 5, 10, 20, 40, 80, 160, 320) if t <= max_budget]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("compute (mean full trainings of the table)")
     ax.set_ylabel("regret: best val loss found - table's best")
     ax.set_title(f"Regret vs compute, {len({r['seed'] for r in records})} seeds (median, IQR shaded)")
