@@ -39,10 +39,10 @@ def test_mlflow_structure(combined):
     assert parent.info.status == "FINISHED"
     assert parent.data.params["mode"] == "combined" and parent.data.params["gens"] == "2"
     assert parent.data.params["preset.full_steps"] == "30"
-    hist = client.get_metric_history(parent.info.run_id, "arch/best_val_loss")
+    hist = client.get_metric_history(parent.info.run_id, "search/best_val_loss")
     assert [m.step for m in hist] == [0, 1, 2]
     assert all(a.value >= b.value for a, b in zip(hist, hist[1:]))  # best-so-far never rises
-    assert [m.step for m in client.get_metric_history(parent.info.run_id, "pred/kendall_tau")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "search/champion_tau")] == [0, 1, 2]
     kids = children_of(client, parent.info.run_id, parent.info.experiment_id)
     # 4 bootstrap + 2 x 3 children, one run each (early phase and continuation share it)
     assert len(kids) == 10
@@ -237,7 +237,7 @@ def test_against_a_real_mlflow_server(tmp_path, shakespeare_path):
         client = MlflowClient(uri)
         parent = client.get_run(summary["mlflow"]["run_id"])
         assert parent.info.status == "FINISHED" and parent.data.params["mode"] == "combined"
-        assert [m.step for m in client.get_metric_history(parent.info.run_id, "arch/best_val_loss")] == [0, 1]
+        assert [m.step for m in client.get_metric_history(parent.info.run_id, "search/best_val_loss")] == [0, 1]
         kids = children_of(client, parent.info.run_id, parent.info.experiment_id)
         assert len(kids) == 4 + 3
         assert {"results.csv", "summary.json", "predictors"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -248,7 +248,7 @@ def test_resume_of_a_finished_search_leaves_it_finished_and_more_gens_extend_it(
     assert len(fake.calls) == n + 3 + 2  # generation 2 only: 3 early phases, 2 continuations
     run = client.get_run(parent.info.run_id)
     assert run.info.status == "FINISHED" and extended["gens"] == 2
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "arch/best_val_loss")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "search/best_val_loss")] == [0, 1, 2]
     # the same as a search of 2 generations from the start
     store(tmp_path / "straight")
     straight = main(fast_config(tmp_path / "straight", shakespeare_path, gens=2))
@@ -376,7 +376,7 @@ def test_writes_repeated_after_a_kill_log_nothing_twice(tmp_path, shakespeare_pa
     # a continuation adds its own scalar point (stepped by the budget reached), which the run shows
     assert [(m.step, m.value) for m in client.get_metric_history(b0.info.run_id, "cost/flops")] == [(6, 6e6), (30, 30e6)]
     assert client.get_run(b0.info.run_id).data.metrics["cost/flops"] == 30e6
-    assert [m.step for m in client.get_metric_history(parent.info.run_id, "arch/best_val_loss")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "search/best_val_loss")] == [0, 1]
 
 
 # -- 8. SIGTERM, an unwritable --out, deleted states, telemetry --------------------------------------------
