@@ -160,3 +160,40 @@ def write_all(search, tracker, summary: dict) -> list[Path]:
     for f in files:
         tracker.log_artifact(f, "predictors" if f.name.startswith("predictor_") else None)
     return files
+
+
+def log_best_model(search, tracker, best: dict) -> dict:
+    """Log the best architecture, trained, as an MLflow PyTorch model on the parent run (its
+    GPTConfig and vocabulary with it): {"model_uri": ...}, or {"model_note": why none} when a table
+    search has no model, nothing finished training, or the best state file is missing (reported on
+    stderr; the search still finishes)."""
+    import dataclasses
+    import sys
+
+    if search.cfg.table:
+        return {"model_note": "a table search evaluates by lookup: no model exists"}
+    entry = search.state().get("best") or {}
+    if not best or entry.get("key") != best.get("key"):
+        return {"model_note": "no architecture finished training"}
+    path = entry.get("state")
+    if not path or not Path(path).is_file():
+        note = (f"the best architecture's trained state {path} is missing (deleted?)" if path
+                else "the best architecture's trained state was not kept")
+        print(f"warning: no model logged: {note}", file=sys.stderr)
+        return {"model_note": note}
+    from evo.config import dataset_id
+    from models.data import load_dataset
+    from models.gpt import GPT
+    from models.train import load_state
+
+    ds = load_dataset(search.cfg.data)
+    gpt_cfg, _ = search.preset.configs(best["genes"], ds.vocab_size)
+    state = load_state(path)
+    model = GPT(gpt_cfg)
+    model.load_state_dict(state.model)
+    model.eval()
+    meta = {"key": best["key"], "child_run_id": best.get("run_id"), "genes": best["genes"],
+            "preset": search.preset.name, "steps": state.step, "best_val_loss": best.get("best_val_loss"),
+            "final_val_loss": best.get("final_val_loss"), "data_sha256": dataset_id(search.cfg.data)}
+    return {"model_uri": tracker.log_model(model, dataclasses.asdict(gpt_cfg), ds.chars, meta,
+                                           step=search.cfg.gens)}

@@ -108,7 +108,7 @@ def main(cfg: Config) -> dict:
     """Run (or resume) one search; returns the final summary."""
     from evo.engine import Search
     from evo.executors import make_executor
-    from evo.report import best_numbers, write_all
+    from evo.report import best_numbers, log_best_model, write_all
     from evo.tracking import Tracker, killed_status
 
     t_start = time.perf_counter()
@@ -130,8 +130,15 @@ def main(cfg: Config) -> dict:
                 print(format_summary(prev))
                 return prev
             params = {**dataclasses.asdict(cfg), **{f"preset.{k}": v for k, v in _preset_params(search.preset).items()}}
+            data = _dataset(cfg)
+            if data:  # the file read, wherever it came from (--data, $DIMORPH_DATA, the cache)
+                params["data"] = str(data[0])
+            if cfg.table:
+                tracker.set_cost_unit(*_table_cost_unit(cfg.table))
             ckpt.run_id = tracker.start_search(params, run_name=f"{cfg.mode}-{cfg.preset}-seed{cfg.seed}",
                                                run_id=ckpt.run_id, tags={"dimorph.mode": cfg.mode})
+            if data:
+                tracker.log_dataset(*data)
             try:
                 seed_everything(cfg.seed)
                 ckpt.snapshot(search.state())
@@ -147,6 +154,7 @@ def main(cfg: Config) -> dict:
                 summary["timing"] = {"search_wall_s": wall, "inference_measure_s": t_inf,
                                      "waiting_for_training_s": search.wait_s,
                                      "outside_training_frac": max(0.0, 1 - search.wait_s / wall)}
+                summary["mlflow"].update(log_best_model(search, tracker, best))
                 summary["files"] = [str(p) for p in write_all(search, tracker, summary)]
                 tracker.finish(summary)
                 ckpt.record("finish", summary)  # the latest finish wins: a search extended (--gens) finishes again
@@ -181,6 +189,24 @@ def _missing_state(path: str, ckpt):
         f"again in a new --out (checkpoint {ckpt.path})")
 
 
+def _dataset(cfg: Config) -> tuple[Path, str] | None:
+    """(path, sha256) of the dataset a live search trains on; None for a table search (no dataset)."""
+    if cfg.table:
+        return None
+    from evo.config import dataset_id
+    from models.data import resolve_text
+
+    return resolve_text(cfg.data), dataset_id(cfg.data)
+
+
+def _table_cost_unit(table: str) -> tuple[float, str]:
+    """search/best_val_loss_by_cost's step on a table: 1/100 of its mean full-training cost."""
+    from evo.table import load_table
+
+    t = load_table(table)
+    return t.mean_full_cost() / 100, f"1/100 of the table's mean full-training cost ({t.meta['cost_unit']})"
+
+
 def _preset_params(preset) -> dict:
     return {k: v for k, v in dataclasses.asdict(preset).items() if k not in ("space", "baseline")} | {
         "early_steps": preset.early_steps, "baseline": json.dumps(preset.baseline)}
@@ -201,14 +227,32 @@ def _summary(search, tracker, best: dict) -> dict:
             "best": best, "baseline_best_val_loss": base_loss if base_loss is not None and math.isfinite(base_loss)
             else None, "predictor": pred,
             "compute": dict(search.ledger.compute), "archive_size": len(search.ledger.archive),
-            "mlflow": {"run_id": tracker.run_id, "experiment": tracker.experiment, "tracking_uri": tracker.uri},
+            "mlflow": {"run_id": tracker.run_id, "experiment": tracker.experiment, "tracking_uri": tracker.uri,
+                       "experiment_id": getattr(tracker, "experiment_id", None)},
             "out_dir": str(search.ckpt.dir)}
 
 
-def _ui_command(uri: str) -> str:
-    if uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}":
-        return "mlflow ui"
-    return f"open {uri}" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+def _default_store(uri: str) -> bool:
+    return uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _ui_command(m: dict) -> str:
+    """How to see the run: the command that serves the store, then the run's page."""
+    from evo.tracking import ui_url
+
+    uri = m["tracking_uri"]
+    serve = "" if uri.startswith("http") else "mlflow ui" if _default_store(uri) else f"mlflow ui --backend-store-uri {uri}"
+    if not m.get("experiment_id"):
+        return serve or f"open {uri}"
+    page = ui_url(uri, m["experiment_id"], m["run_id"])
+    return f"{serve}, then open {page}" if serve else f"open {page}"
+
+
+def _model_line(m: dict) -> str:
+    if m.get("model_uri"):
+        uri = "" if _default_store(m["tracking_uri"]) else f" --tracking-uri {m['tracking_uri']}"
+        return f"best model {m['model_uri']}: python -m evo.sample --run-id {m['run_id']}{uri}"
+    return f"no model logged: {m['model_note']}" if m.get("model_note") else ""
 
 
 def format_summary(s: dict) -> str:
@@ -237,8 +281,10 @@ def format_summary(s: dict) -> str:
               f"{100 * t.get('outside_training_frac', float('nan')):.1f}% outside training) + "
               f"{t.get('inference_measure_s', float('nan')):.0f} s measuring inference speed",
               f"MLflow run {s['mlflow']['run_id']} (experiment '{s['mlflow']['experiment']}'): "
-              f"{_ui_command(s['mlflow']['tracking_uri'])}",
-              f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", []))]
+              f"{_ui_command(s['mlflow'])}"]
+    if _model_line(s["mlflow"]):
+        lines.append(_model_line(s["mlflow"]))
+    lines.append(f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", [])))
     return "\n".join(lines)
 
 
