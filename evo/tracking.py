@@ -56,9 +56,8 @@ LEADERBOARD_VIEW = "dimorph-leaderboard"
 LEADERBOARD_FILTER = 'tags.dimorph.kind = "evaluation"'
 LEADERBOARD_ORDER = "metrics.`arch/best_val_loss`"
 LEADERBOARD_COLUMNS = ["metrics.`arch/best_val_loss`", "metrics.`arch/early_val_loss`", "metrics.`pred/predicted_final`",
-                       "metrics.`arch/n_params`", "metrics.`cost/flops`", "tags.`dimorph.role`",
-                       "tags.`dimorph.generation`", "params.`gene/n_layer`", "params.`gene/n_head`",
-                       "params.`gene/head_size`", "params.`gene/lr`"]
+                       "metrics.`arch/n_params`", "params.`gene/n_layer`", "params.`gene/n_head`", "params.`gene/lr`",
+                       "tags.`dimorph.role`"]
 # The parent's per-generation metrics: the engine's generation row, renamed so that no parent metric
 # shares a name with a child's (a key not listed becomes search/<key with / as _>).
 PARENT_METRICS = {"arch/best_val_loss": "search/best_val_loss", "archive/size": "search/archive_size",
