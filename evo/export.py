@@ -30,10 +30,28 @@ def from_checkpoint(path: str, top: int = 3) -> list[dict]:
     champ = fem.champion()
     ranked = [champ] + [f for f in fem.ranked(fem.pop) if f is not champ][: top - 1]
     s = snap["search"]
+    early, full = _budgets(s)
     return [export_predictor(ind, fem.pset, meta={
         "rank": i, "fit_kendall_tau": ind.fitness.values[0], "holdout_kendall_tau": ind.holdout_tau,
-        "archive_size": len(archive), "preset": s.get("preset"), "seed": s.get("seed"), "source": str(path)})
+        "archive_size": len(archive), "preset": s.get("preset"), "seed": s.get("seed"), "source": str(path)},
+        early_steps=early, full_steps=full)
         for i, ind in enumerate(ranked)]
+
+
+def _budgets(search: dict) -> tuple[int | None, int | None]:
+    """(early_steps, full_steps) of a checkpoint's search (its preset with the overrides, or its
+    table); (None, None) when they cannot be resolved here (a table that is not at hand, say)."""
+    from dataclasses import fields
+
+    from evo.config import Config
+    from evo.genome import search_preset
+
+    names = {f.name for f in fields(Config)} - {"data"}
+    try:
+        space = search_preset(Config(**{k: v for k, v in search.items() if k in names}))
+        return int(space.early_steps), int(space.full_steps)
+    except (ValueError, TypeError, KeyError, OSError):
+        return None, None
 
 
 def from_run(run_id: str, tracking_uri: str | None = None) -> list[dict]:

@@ -136,6 +136,20 @@ def _finite(value: float, what: str, cid: str, curves_path: str, line: int) -> f
     return value
 
 
+def warn_budgets(fitted_at: dict | None, args) -> None:
+    """A warning on stderr when the formula was fitted at another early fraction E/F than the
+    command's (its features are fractions of the early budget)."""
+    if not fitted_at:
+        return
+    frac = args.early_steps / args.full_steps
+    if not math.isclose(fitted_at["early_frac"], frac, rel_tol=1e-9):
+        print(f"{PROG}: warning: {args.formula} was fitted at early/full "
+              f"{fitted_at['early_steps']}/{fitted_at['full_steps']} (fraction "
+              f"{fitted_at['early_frac']:.4g}), this command uses {args.early_steps}/"
+              f"{args.full_steps} ({frac:.4g}): features are fractions of the early budget, so "
+              f"the predictions may be off", file=sys.stderr)
+
+
 def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
     """Predictions per curve and whether they are in loss units (MAE meaningful)."""
     if args.predictor:
@@ -151,6 +165,7 @@ def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
         predictor = load_predictor(args.formula)
     except ValueError as err:
         raise InputError(str(err)) from None
+    warn_budgets(predictor.fitted_at, args)
     unknown = [n for n in predictor.features if n not in ALL_FEATURES]
     if unknown:
         raise InputError(f"{args.formula}: unknown feature {unknown[0]!r}")
