@@ -25,9 +25,9 @@ class Config:
     """male (architecture) population size mu"""
     females: int = 48
     """female (predictor) population size"""
-    offspring: int = 6
+    offspring: int = 12
     """mating pairs per generation: each yields one architecture child and one predictor child"""
-    promote: int = 2
+    promote: int = 1
     """children promoted to the full budget per generation by the females' ranking"""
     promote_random: int = 1
     """extra children promoted at random (keeps the archive unbiased by the females' own picks)"""
