@@ -1,0 +1,132 @@
+"""An Optuna pruner that stops a trial when an exported formula predicts its final loss is worse than
+the k-th best final loss of the completed trials.
+
+    import optuna
+    from evo.pruner import FormulaPruner
+
+    pruner = FormulaPruner("predictor.json", early_steps=60, full_steps=600)
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+
+    def objective(trial):
+        model = build(trial)
+        best = float("inf")
+        for step in range(1, 601):
+            train_one_step(model)
+            if step % 10 == 0:
+                val = validation_loss(model)
+                best = min(best, val)
+                trial.report(val, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        return best          # the value the formula predicts: the best validation loss
+
+The formula sees the values a trial reported at steps <= early_steps as its curve, both as the
+training curve (the features l10 ... l100, the slopes, sotl) and as the validation curve (v_last),
+so fit it on curves of the same kind: reported values in both the `train` and `val` rows
+(`evo.curves --experiment NAME --train-metric val_loss --val-metric val_loss` writes them from
+your MLflow runs; `evo.fit` then fits the formula). It must carry a calibration (evo.fit exports
+one), because its predictions are compared with final losses.
+
+Rules, at each `should_prune()`:
+- a trial whose latest reported value is not finite (NaN, inf) is pruned;
+- before the trial has reported a step >= max(early_steps, warmup_steps), or while fewer than
+  max(k, n_startup_trials) trials have completed, or when fewer than two of its reports lie at
+  steps <= early_steps, nothing is pruned;
+- otherwise the trial is pruned when its predicted final loss is above the k-th best value of the
+  completed trials (equal: kept). The prediction is made once per trial (it depends only on the
+  reports up to early_steps), while the k-th best keeps improving, so a trial kept at early_steps
+  may be pruned at a later report.
+Only single-objective studies that minimize are supported (ValueError otherwise).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from primitives.export import load_predictor
+from primitives.features import ARCH_FEATURES, curve_features
+
+
+class FormulaPruner(optuna.pruners.BasePruner):
+    """Prune a trial when the formula predicts a final loss worse than the k-th best completed one.
+
+    Args:
+        formula: an exported predictor (path to its JSON, or the loaded document) with a calibration.
+        early_steps: E: the formula reads the reports at steps <= E (its features are fractions of E).
+        full_steps: F: the full budget of a trial (the formula's `early_frac` feature is E / F).
+        k: compare with the k-th best final loss so far (1: the best).
+        warmup_steps: never prune before a trial has reported this step (default: early_steps).
+        n_startup_trials: never prune before this many trials have completed (default: k).
+        arch_features: for a formula using log_params / log_lr: a function of the trial giving
+            {"n_params": ..., "lr": ...}.
+    """
+
+    def __init__(self, formula, early_steps: int, full_steps: int, k: int = 1,
+                 warmup_steps: int | None = None, n_startup_trials: int | None = None,
+                 arch_features: Callable[[FrozenTrial], dict] | None = None):
+        if not (isinstance(early_steps, int) and isinstance(full_steps, int)
+                and 0 < early_steps <= full_steps):
+            raise ValueError(f"need integers 0 < early_steps <= full_steps, got {early_steps!r} "
+                             f"and {full_steps!r}")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        self.predictor = load_predictor(str(formula) if isinstance(formula, Path) else formula)
+        if self.predictor.calibration is None:
+            raise ValueError("the formula has no calibration, so its predictions are not losses "
+                             "that can be compared with final losses; export it with evo.fit")
+        needs = [f for f in self.predictor.features if f in ARCH_FEATURES]
+        if needs and arch_features is None:
+            raise ValueError(f"the formula uses {needs[0]!r}: pass arch_features=lambda trial: "
+                             f"{{'n_params': ..., 'lr': ...}}")
+        self.early_steps, self.full_steps, self.k = early_steps, full_steps, k
+        self.warmup_steps = early_steps if warmup_steps is None else int(warmup_steps)
+        self.n_startup_trials = k if n_startup_trials is None else max(k, int(n_startup_trials))
+        self.arch_features = arch_features
+        self._predicted: dict[tuple, float | None] = {}
+
+    def predict(self, trial: FrozenTrial, study_name: str = "") -> float | None:
+        """The formula's final loss of a trial from its reports at steps <= early_steps (None when
+        fewer than two such reports exist or a feature is not finite); cached per trial once its
+        reports reach early_steps."""
+        key = (study_name, trial.number)
+        if key in self._predicted:
+            return self._predicted[key]
+        points = sorted((s, v) for s, v in trial.intermediate_values.items()
+                        if s <= self.early_steps and math.isfinite(v))
+        pred = None
+        if len(points) >= 2:
+            steps = [s for s, _ in points]
+            values = [v for _, v in points]
+            arch = self.arch_features(trial) if self.arch_features else {}
+            with np.errstate(all="ignore"):
+                feats = curve_features(steps, values, steps, values, self.early_steps,
+                                       self.full_steps, n_params=arch.get("n_params"),
+                                       lr=arch.get("lr"))
+            if all(math.isfinite(feats[f]) for f in self.predictor.features):
+                pred = float(self.predictor(feats))
+        if trial.last_step is not None and trial.last_step >= self.early_steps:
+            self._predicted[key] = pred
+        return pred
+
+    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        if len(study.directions) != 1 or study.direction != StudyDirection.MINIMIZE:
+            raise ValueError("FormulaPruner predicts a final loss: the study must minimize one value")
+        step = trial.last_step
+        if step is None:
+            return False
+        if not math.isfinite(trial.intermediate_values[step]):
+            return True
+        if step < max(self.early_steps, self.warmup_steps):
+            return False
+        done = sorted(t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                      if t.value is not None and math.isfinite(t.value))
+        if len(done) < self.n_startup_trials:
+            return False
+        pred = self.predict(trial, study.study_name)
+        return pred is not None and pred > done[self.k - 1]
