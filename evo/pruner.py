@@ -36,6 +36,9 @@ Rules, at each `should_prune()`:
   completed trials (equal: kept). The prediction is made once per trial (it depends only on the
   reports up to early_steps), while the k-th best keeps improving, so a trial kept at early_steps
   may be pruned at a later report.
+Stages: given a list of formulas fitted at several early budgets (early_steps=[20, 60], say), each
+report is judged by the formula of the largest budget it reached, so a trial can be pruned cheaply
+at the first budget and, better informed, at the next ones.
 Only single-objective studies that minimize are supported (ValueError otherwise).
 """
 from __future__ import annotations
@@ -57,61 +60,83 @@ class FormulaPruner(optuna.pruners.BasePruner):
     """Prune a trial when the formula predicts a final loss worse than the k-th best completed one.
 
     Args:
-        formula: an exported predictor (path to its JSON, or the loaded document) with a calibration.
-        early_steps: E: the formula reads the reports at steps <= E (its features are fractions of E).
+        formula: an exported predictor (path to its JSON, or the loaded document) with a
+            calibration; or a list of them, one per early budget in `early_steps` (stages: at each
+            report the formula of the largest early budget reached judges the trial).
+        early_steps: E: the formula reads the reports at steps <= E (its features are fractions of
+            E); a list for a list of formulas.
         full_steps: F: the full budget of a trial (the formula's `early_frac` feature is E / F).
         k: compare with the k-th best final loss so far (1: the best).
-        warmup_steps: never prune before a trial has reported this step (default: early_steps).
+        warmup_steps: never prune before a trial has reported this step (default: the smallest E).
         n_startup_trials: never prune before this many trials have completed (default: k).
         arch_features: for a formula using log_params / log_lr: a function of the trial giving
             {"n_params": ..., "lr": ...}.
     """
 
-    def __init__(self, formula, early_steps: int, full_steps: int, k: int = 1,
+    def __init__(self, formula, early_steps, full_steps: int, k: int = 1,
                  warmup_steps: int | None = None, n_startup_trials: int | None = None,
                  arch_features: Callable[[FrozenTrial], dict] | None = None):
-        if not (isinstance(early_steps, int) and isinstance(full_steps, int)
-                and 0 < early_steps <= full_steps):
-            raise ValueError(f"need integers 0 < early_steps <= full_steps, got {early_steps!r} "
-                             f"and {full_steps!r}")
+        many = isinstance(formula, (list, tuple))
+        formulas = list(formula) if many else [formula]
+        budgets = list(early_steps) if isinstance(early_steps, (list, tuple)) else [early_steps]
+        if len(budgets) != len(formulas):
+            raise ValueError(f"{len(formulas)} formula(s) need as many early_steps, got {early_steps!r}")
+        for E in budgets:
+            if not (isinstance(E, int) and isinstance(full_steps, int) and 0 < E <= full_steps):
+                raise ValueError(f"need integers 0 < early_steps <= full_steps, got {E!r} and "
+                                 f"{full_steps!r}")
+        if len(set(budgets)) != len(budgets):
+            raise ValueError(f"early_steps must differ from one formula to the next, got {budgets}")
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        self.predictor = load_predictor(str(formula) if isinstance(formula, Path) else formula)
-        if self.predictor.calibration is None:
-            raise ValueError("the formula has no calibration, so its predictions are not losses "
-                             "that can be compared with final losses; export it with evo.fit")
-        needs = [f for f in self.predictor.features if f in ARCH_FEATURES]
-        if needs and arch_features is None:
-            raise ValueError(f"the formula uses {needs[0]!r}: pass arch_features=lambda trial: "
-                             f"{{'n_params': ..., 'lr': ...}}")
-        self.early_steps, self.full_steps, self.k = early_steps, full_steps, k
-        self.warmup_steps = early_steps if warmup_steps is None else int(warmup_steps)
+        self.stages = []
+        for E, f in sorted(zip(budgets, formulas), key=lambda p: p[0]):
+            predictor = load_predictor(str(f) if isinstance(f, Path) else f)
+            if predictor.calibration is None:
+                raise ValueError("the formula has no calibration, so its predictions are not losses "
+                                 "that can be compared with final losses; export it with evo.fit")
+            needs = [n for n in predictor.features if n in ARCH_FEATURES]
+            if needs and arch_features is None:
+                raise ValueError(f"the formula uses {needs[0]!r}: pass arch_features=lambda trial: "
+                                 f"{{'n_params': ..., 'lr': ...}}")
+            self.stages.append((E, predictor))
+        self.early_steps = self.stages[0][0]
+        self.full_steps, self.k = full_steps, k
+        self.warmup_steps = self.early_steps if warmup_steps is None else int(warmup_steps)
         self.n_startup_trials = k if n_startup_trials is None else max(k, int(n_startup_trials))
         self.arch_features = arch_features
         self._predicted: dict[tuple, float | None] = {}
 
+    @property
+    def predictor(self):
+        """The (first) formula's loaded predictor."""
+        return self.stages[0][1]
+
     def predict(self, trial: FrozenTrial, study_name: str = "") -> float | None:
-        """The formula's final loss of a trial from its reports at steps <= early_steps (None when
-        fewer than two such reports exist or a feature is not finite); cached per trial once its
-        reports reach early_steps."""
-        key = (study_name, trial.number)
+        """The final loss predicted for a trial by the formula of the largest early budget E its
+        reports reached, from its reports at steps <= E; None before the first E, with fewer than
+        two such reports, or when a feature is not finite. Cached per trial and stage."""
+        last = trial.last_step
+        reached = [(E, p) for E, p in self.stages if last is not None and E <= last]
+        if not reached:
+            return None
+        E, predictor = reached[-1]
+        key = (study_name, trial.number, E)
         if key in self._predicted:
             return self._predicted[key]
         points = sorted((s, v) for s, v in trial.intermediate_values.items()
-                        if s <= self.early_steps and math.isfinite(v))
+                        if s <= E and math.isfinite(v))
         pred = None
         if len(points) >= 2:
             steps = [s for s, _ in points]
             values = [v for _, v in points]
             arch = self.arch_features(trial) if self.arch_features else {}
             with np.errstate(all="ignore"):
-                feats = curve_features(steps, values, steps, values, self.early_steps,
-                                       self.full_steps, n_params=arch.get("n_params"),
-                                       lr=arch.get("lr"))
-            if all(math.isfinite(feats[f]) for f in self.predictor.features):
-                pred = float(self.predictor(feats))
-        if trial.last_step is not None and trial.last_step >= self.early_steps:
-            self._predicted[key] = pred
+                feats = curve_features(steps, values, steps, values, E, self.full_steps,
+                                       n_params=arch.get("n_params"), lr=arch.get("lr"))
+            if all(math.isfinite(feats[f]) for f in predictor.features):
+                pred = float(predictor(feats))
+        self._predicted[key] = pred
         return pred
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
