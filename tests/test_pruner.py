@@ -121,3 +121,19 @@ def test_non_finite_reports_are_pruned_and_bad_setups_refused(tmp_path):
         FormulaPruner(formula(tmp_path), E, F, k=0)
     with pytest.raises(ValueError, match="early_steps"):
         FormulaPruner(formula(tmp_path), F + 1, F)
+
+
+def test_stages_judge_each_report_with_the_formula_of_its_budget(tmp_path):
+    """Formulas at E=20 (v_last - 0.2) and E=30 (v_last + 0.1): a trial can go at either stage."""
+    pruner = FormulaPruner([formula(tmp_path, b=-0.2, name="e20.json"), formula(tmp_path, b=0.1, name="e30.json")],
+                           [20, E], F)
+    assert pruner.early_steps == 20 and pruner.warmup_steps == 20
+    first = curve(3.0, 2.0)   # completes: final 2.0
+    a = curve(2.6, 1.4)       # v_last(20) = 2.467: 2.267 > 2.0, pruned at the first stage
+    b = curve(2.2, 1.9)       # 1.967 kept at 20; v_last(30) = 2.133: 2.233 > 2.0, pruned at 30
+    c = curve(1.9, 1.0)       # 1.6 at 20, 1.8 at 30: kept
+    study, pruned_at = run(pruner, [first, a, b, c])
+    assert pruned_at == {1: 20, 2: 30}
+    assert study.trials[3].state == TrialState.COMPLETE
+    with pytest.raises(ValueError, match="as many early_steps"):
+        FormulaPruner([formula(tmp_path)], [20, 30], F)
