@@ -44,6 +44,7 @@ Only single-objective studies that minimize are supported (ValueError otherwise)
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -95,6 +96,11 @@ class FormulaPruner(optuna.pruners.BasePruner):
             if predictor.calibration is None:
                 raise ValueError("the formula has no calibration, so its predictions are not losses "
                                  "that can be compared with final losses; export it with evo.fit")
+            at = predictor.fitted_at
+            if at and not math.isclose(at["early_frac"], E / full_steps, rel_tol=1e-9):
+                warnings.warn(f"a formula fitted at early/full {at['early_steps']}/{at['full_steps']} "
+                              f"judges trials at {E}/{full_steps}: features are fractions of the "
+                              f"early budget, so its predictions may be off", stacklevel=2)
             needs = [n for n in predictor.features if n in ARCH_FEATURES]
             if needs and arch_features is None:
                 raise ValueError(f"the formula uses {needs[0]!r}: pass arch_features=lambda trial: "

@@ -19,11 +19,11 @@ E, F = 30, 100
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def formula(tmp_path, text="v_last", a=1.0, b=-0.5, name="f.json"):
+def formula(tmp_path, text="v_last", a=1.0, b=-0.5, name="f.json", early=E):
     """A predictor file: predicted final = a * tree + b (v_last: the last report at step <= E)."""
     pset = make_pset(CURVE_FEATURES)
     doc = export_predictor(tree_from_string(text, pset), pset, calibration={"a": a, "b": b},
-                           early_steps=E, full_steps=F)
+                           early_steps=early, full_steps=F)
     path = tmp_path / name
     path.write_text(json.dumps(doc))
     return path
@@ -125,8 +125,8 @@ def test_non_finite_reports_are_pruned_and_bad_setups_refused(tmp_path):
 
 def test_stages_judge_each_report_with_the_formula_of_its_budget(tmp_path):
     """Formulas at E=20 (v_last - 0.2) and E=30 (v_last + 0.1): a trial can go at either stage."""
-    pruner = FormulaPruner([formula(tmp_path, b=-0.2, name="e20.json"), formula(tmp_path, b=0.1, name="e30.json")],
-                           [20, E], F)
+    pruner = FormulaPruner([formula(tmp_path, b=-0.2, name="e20.json", early=20),
+                            formula(tmp_path, b=0.1, name="e30.json")], [20, E], F)
     assert pruner.early_steps == 20 and pruner.warmup_steps == 20
     first = curve(3.0, 2.0)   # completes: final 2.0
     a = curve(2.6, 1.4)       # v_last(20) = 2.467: 2.267 > 2.0, pruned at the first stage
@@ -137,3 +137,5 @@ def test_stages_judge_each_report_with_the_formula_of_its_budget(tmp_path):
     assert study.trials[3].state == TrialState.COMPLETE
     with pytest.raises(ValueError, match="as many early_steps"):
         FormulaPruner([formula(tmp_path)], [20, 30], F)
+    with pytest.warns(UserWarning, match="fitted at early/full 30/100 judges trials at 20/100"):
+        FormulaPruner(formula(tmp_path), 20, F)
