@@ -42,34 +42,36 @@ def _lines(path: Path) -> int:
 
 def _children(pid: int) -> list[int]:
     try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        # worker processes only (multiprocessing's spawn_main), not its resource tracker
+        out = subprocess.run(["pgrep", "-P", str(pid), "-f", "spawn_main"], capture_output=True, text=True).stdout
     except FileNotFoundError:
         return []
     return [int(x) for x in out.split()]
 
 
 def _run_until(cmd, journal: Path, kill_at: int | None, kill_worker: bool, rng, timeout=300) -> str:
-    """Run cmd; SIGKILL it when the journal reaches kill_at lines. Returns 'killed' or 'finished'."""
+    """Run cmd; SIGKILL it when the journal reaches kill_at lines (and maybe one of its worker
+    processes before). Returns 'killed' or 'finished', with '+worker' when a worker was killed."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0, worker_killed = time.time(), False
     while proc.poll() is None:
         n = _lines(journal)
         if kill_worker and not worker_killed and n >= 2 and rng.random() < 0.3:
-            kids = [k for k in _children(proc.pid)]
+            kids = _children(proc.pid)
             if kids:
                 os.kill(rng.choice(kids), signal.SIGKILL)
                 worker_killed = True
         if kill_at is not None and n >= kill_at:
             proc.kill()
             proc.wait()
-            return "killed"
+            return "killed" + ("+worker" if worker_killed else "")
         if time.time() - t0 > timeout:
             proc.kill()
             raise RuntimeError(f"timed out: {' '.join(cmd)}")
         time.sleep(0.02)
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd)}\n{proc.stderr.read()[-2000:]}")
-    return "finished"
+    return "finished" + ("+worker" if worker_killed else "")
 
 
 def _duplicates(db: Path, experiment: str) -> int:
@@ -136,7 +138,7 @@ def main(argv=None):
             r["seconds"] = time.time() - t0
             rows.append(r)
             print(f"trial {k}: {r['mode']} seed {r['seed']}, killed at journal lines {r['kills_at']} of "
-                  f"{r['journal_lines']}: identical={r['identical']}, duplicate MLflow points="
+                  f"{r['journal_lines']} ({', '.join(r['events'])}): identical={r['identical']}, duplicate MLflow points="
                   f"{r['duplicate_points']} ({r['seconds']:.0f} s)", flush=True)
     ok = sum(r["identical"] and r["duplicate_points"] == 0 for r in rows)
     print(f"{ok}/{len(rows)} trials identical to the uninterrupted run with no duplicate MLflow points")

@@ -82,23 +82,12 @@ class Search:
     def _log(self, rec: Evaluation, task: EvalTask, res: dict) -> None:
         def write():
             run_id = rec.run_id or (self.tracker.find_child(rec.key) if self.cfg.resume else None)
-            metrics = {"cost/flops": res.get("flops"), "cost/seconds": res.get("eval_seconds"),
-                       "arch/n_params": res.get("n_params"), "perf/train_tokens_per_s": res.get("tokens_per_s")}
-            if task.phase == "early":
-                metrics["arch/early_val_loss"] = rec.early_val
-                metrics.update({f"feat/{k}": v for k, v in (rec.features or {}).items()})
-            else:
-                metrics.update({"arch/best_val_loss": res.get("best_val_loss"),
-                                "arch/final_val_loss": res.get("final_val_loss"),
-                                "arch/final_train_loss": res.get("final_train_loss")})
-            params = {**{f"gene/{k}": v for k, v in task.genes.items()}, "seed": task.seed} if task.phase == "early" else {}
-            tags = {"dimorph.generation": rec.generation, "dimorph.role": rec.role,
-                    "dimorph.parents": ",".join(rec.parents),
-                    "dimorph.phase": task.phase, "dimorph.diverged": bool(res.get("diverged")),
-                    "dimorph.error": (res.get("error") or "")[:250]}
-            after = self.E if task.phase == "full" else -1
-            return self.tracker.log_evaluation(rec.key, res, params, tags, metrics, run_id=run_id,
-                                               after_step=after)
+            early = task.phase == "early"
+            return self.tracker.log_phase(
+                rec.key, res, phase=task.phase, outcome=not early, genes=task.genes if early else None,
+                seed=task.seed, generation=rec.generation, role=rec.role, parents=rec.parents,
+                features=rec.features if early else None, early_val=rec.early_val if early else None,
+                run_id=run_id, after_step=self.E if task.phase == "full" else -1)
         rec.run_id = self.ckpt.once(f"log/{task.key}", write)
 
     # -- the generations -------------------------------------------------------------------------
@@ -228,9 +217,8 @@ class Search:
         judge = str(champion) if champion is not None else "early-val-loss"
         for rec in recs:
             rec.role = "promoted" if rec.key in chosen else "random" if rec.key in lucky else "early-only"
-            self.ckpt.once(f"pred/{rec.key}", lambda rec=rec: self.tracker.log_evaluation(
-                rec.key, {}, {}, {"dimorph.role": rec.role, "dimorph.predictor": judge[:5000]},
-                {"pred/predicted_final": rec.predicted, "pred/score": rec.score}, run_id=rec.run_id))
+            self.ckpt.once(f"pred/{rec.key}", lambda rec=rec: self.tracker.log_decision(
+                rec.key, rec.run_id, rec.role, judge, rec.predicted, rec.score))
         return chosen + lucky
 
     def _rank_males(self, pop: list, champion) -> list:

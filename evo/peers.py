@@ -70,18 +70,12 @@ class PeerSearch:
 
     def _log(self, rec: Evaluation, res: dict, start: int) -> None:
         def write():
-            metrics = {"cost/flops": res.get("flops"), "cost/seconds": res.get("eval_seconds"),
-                       "arch/n_params": res.get("n_params"), "perf/train_tokens_per_s": res.get("tokens_per_s"),
-                       "arch/best_val_loss": res.get("best_val_loss"), "arch/final_val_loss": res.get("final_val_loss"),
-                       "arch/final_train_loss": res.get("final_train_loss")}
-            params = {**{f"gene/{k}": v for k, v in rec.genes.items()},
-                      "seed": eval_seed(self.cfg.seed, rec.genes)} if start == 0 else {}
-            tags = {"dimorph.role": rec.role, "dimorph.parents": ",".join(rec.parents),
-                    "dimorph.method": self.method, "dimorph.steps": res.get("steps"),
-                    "dimorph.diverged": bool(res.get("diverged")), "dimorph.error": (res.get("error") or "")[:250]}
             run_id = rec.run_id or (self.tracker.find_child(rec.key) if self.resumed else None)
-            return self.tracker.log_evaluation(rec.key, res, params, tags, metrics, run_id=run_id,
-                                               after_step=start if start else -1)
+            return self.tracker.log_phase(
+                rec.key, res, phase="early" if res.get("steps", 0) < self.F else "full", outcome=True,
+                genes=rec.genes if start == 0 else None, seed=eval_seed(self.cfg.seed, rec.genes),
+                role=rec.role, parents=rec.parents, method=self.method, run_id=run_id,
+                after_step=start if start else -1)
         rec.run_id = self.ckpt.once(f"log/{rec.key}/s{res.get('steps')}", write)
 
     def state(self) -> dict:
@@ -192,8 +186,7 @@ class PeerSearch:
     def _mark_pruned(self, rec: Evaluation, steps: int) -> None:
         rec.role = f"pruned@{steps}"
         self.ledger.release(rec)
-        self.ckpt.once(f"prune/{rec.key}", lambda: self.tracker.log_evaluation(
-            rec.key, {}, {}, {"dimorph.role": rec.role}, {}, run_id=rec.run_id))
+        self.ckpt.once(f"prune/{rec.key}", lambda: self.tracker.log_decision(rec.key, rec.run_id, rec.role))
         self.ckpt.snapshot(self.state())
 
 

@@ -46,6 +46,7 @@ except ImportError:  # not POSIX: no locking
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's log_batch limits
 MAX_TAG_VALUE = 8000  # MLflow's limit on a tag value
 TAG_KEY = "dimorph.eval_key"
+ERROR_CHARS, JUDGE_CHARS = 250, 5000  # an error message and a judging formula, as child tags
 # MLflow 3's UI opens an experiment of this kind on its runs ("Model training") rather than on the
 # GenAI overview. (MLflow 3.17's UI follows its own GenAI / Model training switch instead; a link
 # with ?workflowType=machine_learning, as ui_url() writes, opens the runs there too.)
@@ -477,6 +478,42 @@ class Tracker:
         if runs:
             self._children[key] = runs[0].info.run_id
         return runs[0].info.run_id if runs else None
+
+    def log_phase(self, key: str, result: dict, *, phase: str, outcome: bool, genes: dict | None = None,
+                  seed: int | None = None, generation: int | None = None, role: str = "", parents=(),
+                  features: dict | None = None, early_val: float | None = None, method: str | None = None,
+                  run_id: str | None = None, after_step: int = -1) -> str:
+        """One trained phase of an evaluation (its child run is created by the first): every child
+        metric, param and tag name and every length limit lives here. `outcome`: log the phase's
+        best/final losses (a full-budget phase; every rung for the peers); `genes` and `seed` go in
+        as params with the first phase."""
+        metrics = {"cost/flops": result.get("flops"), "cost/seconds": result.get("eval_seconds"),
+                   "arch/n_params": result.get("n_params"), "perf/train_tokens_per_s": result.get("tokens_per_s")}
+        if early_val is not None:
+            metrics["arch/early_val_loss"] = early_val
+        metrics.update({f"feat/{k}": v for k, v in (features or {}).items()})
+        if outcome:
+            metrics.update({"arch/best_val_loss": result.get("best_val_loss"),
+                            "arch/final_val_loss": result.get("final_val_loss"),
+                            "arch/final_train_loss": result.get("final_train_loss")})
+        params = {} if genes is None else {**{f"gene/{k}": v for k, v in genes.items()}, "seed": seed}
+        tags = {"dimorph.role": role, "dimorph.parents": ",".join(parents), "dimorph.phase": phase,
+                "dimorph.diverged": bool(result.get("diverged")),
+                "dimorph.error": (result.get("error") or "")[:ERROR_CHARS]}
+        if generation is not None:
+            tags["dimorph.generation"] = generation
+        if method is not None:
+            tags.update({"dimorph.method": method, "dimorph.steps": result.get("steps")})
+        return self.log_evaluation(key, result, params, tags, metrics, run_id=run_id, after_step=after_step)
+
+    def log_decision(self, key: str, run_id: str | None, role: str, judge: str | None = None,
+                     predicted: float | None = None, score: float | None = None) -> str:
+        """A decision about an evaluation (promoted, early-only, pruned@..., and who judged it)."""
+        tags = {"dimorph.role": role}
+        if judge is not None:
+            tags["dimorph.predictor"] = judge[:JUDGE_CHARS]
+        metrics = {k: v for k, v in (("pred/predicted_final", predicted), ("pred/score", score)) if v is not None}
+        return self.log_evaluation(key, {}, {}, tags, metrics, run_id=run_id)
 
     def log_evaluation(self, key: str, result: dict, params: dict, tags: dict, metrics: dict,
                        run_id: str | None = None, after_step: int = -1) -> str:
