@@ -271,7 +271,7 @@ def main(argv=None) -> dict:
            "studies": results, "seconds": time.perf_counter() - t0}
     out = Path(a.out) if a.out else RESULTS / f"pruner_table_{Path(a.table).resolve().name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+    out.write_text(json.dumps(res, default=float) + "\n")  # compact: every trial of every study
     print(markdown(res))
     print(f"\n{len(jobs)} studies in {res['seconds']:.0f} s with {a.workers} worker(s); written to {out}")
     return res
