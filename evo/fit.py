@@ -225,6 +225,7 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
         "full_steps": full_steps, "seed": seed, "pop": pop, "gens": gens, "gens_run": ran,
         "stopped_by_max_seconds": stopped, "arch_features": meta is not None,
         "formula": doc["sympy"], "tree": doc["tree"], "is_reference": str(champ) == "v_last",
+        "sympy_checked": doc["sympy_checked"],
         "calibration": doc["calibration"], "scores": scores,
         "seconds": time.perf_counter() - t0}
     return {"doc": doc, "report": report}
@@ -251,6 +252,9 @@ def format_report(r: dict, out: str | None) -> str:
         lines.append("the reference rule v_last is kept: no evolved formula beat it on the "
                      "training part's own hold-out")
     lines.append(f"formula: {r['formula']}")
+    if not r["sympy_checked"]:
+        lines.append("note: this sympy text did not reproduce the tree on the checked rows; "
+                     "evo.predict evaluates the tree (predictor.json's 'tree'), which is exact")
     if out:
         lines.append(f"written to {out}/predictor.json (use: python -m evo.predict --formula "
                      f"{out}/predictor.json), predictor.txt, predictor.tex, report.json")

@@ -12,7 +12,8 @@ and `sympy.lambdify(symbols, expr, "numpy")` give the predictions that `load_pre
   folds together (a product of two constants, say) lose digits. The export checks that the text
   reproduces the tree's predictions within CHECK_RTOL (1e-5 relative) on fixed random feature rows
   and the caller's data; where 6 digits do not (an exp amplifies a rounded constant, say) it keeps
-  10, then 17 digits, and "round_digits" records how many.
+  10, then 17 digits, and "round_digits" records how many ("sympy_checked": whether the check
+  passed).
 - "calibration" {"a", "b"} (optional): the predictor returns a * tree + b, an affine map fitted so
   that predictions come out as losses (a > 0: the ranking is the tree's); the text includes it.
 - "fitted_at" {"early_steps", "full_steps", "early_frac"} (optional): the budgets the formula was
@@ -236,7 +237,8 @@ def export_predictor(tree, pset: gp.PrimitiveSet, meta: dict | None = None,
     fixed random feature rows and on `check_rows` (an (n, len(pset.arguments)) matrix, e.g. the data
     the formula was fitted on): sympy.simplify may rewrite an expression into one that is equal over
     the complex numbers but not in numpy's real arithmetic (sqrt(|a|)*sqrt(|b|) -> |sqrt(a*b)|, say);
-    the unsimplified formula is exported then. ValueError if neither reproduces the tree."""
+    the unsimplified formula is exported then. If no text reproduces the tree, the unsimplified one
+    is written with "sympy_checked": false (the tree, which Dimorph loads, stays exact)."""
     meta = dict(meta or {})
     try:
         json.dumps(meta)
@@ -255,14 +257,15 @@ def export_predictor(tree, pset: gp.PrimitiveSet, meta: dict | None = None,
     candidates = [raw]
     if simplify and len(tree) <= SIMPLIFY_MAX_SIZE:
         candidates.insert(0, simplify_expr(raw, len(tree)))
+    checked = False
     for digits in (ROUND_DIGITS, *MORE_DIGITS):
         found = next((e for e in (plain_sympy(c, digits) for c in candidates)
                       if _reproduces(str(e), pset.arguments, want, X)), None)
         if found is not None:
-            expr = found
+            expr, checked = found, True
             break
-    else:
-        raise ValueError(f"the sympy text of {tree} does not reproduce the tree's predictions")
+    else:  # never seen on 600 random trees; the tree stays exact, the text is marked
+        expr = plain_sympy(raw, digits)
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -272,6 +275,7 @@ def export_predictor(tree, pset: gp.PrimitiveSet, meta: dict | None = None,
         "features": used_features(tree, pset),
         "feature_order": list(pset.arguments),
         "round_digits": digits,
+        "sympy_checked": checked,
     }
     if cal is not None:
         doc["calibration"] = cal

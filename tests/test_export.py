@@ -74,7 +74,8 @@ def test_export_document(pset):
     tree = tree_from_string("sub(v_last, mul(0.5, s25_50))", pset)
     doc = export_predictor(tree, pset, meta={"gen": 3})
     assert doc["format"] == "dimorph-predictor" and doc["version"] == 2
-    assert doc["round_digits"] == 6 and "calibration" not in doc and "fitted_at" not in doc
+    assert doc["round_digits"] == 6 and doc["sympy_checked"] is True
+    assert "calibration" not in doc and "fitted_at" not in doc
     assert doc["tree"] == "sub(v_last, mul(0.5, s25_50))"
     assert doc["sympy"] == "-0.5*s25_50 + v_last"
     assert doc["features"] == ["s25_50", "v_last"]  # pset order
@@ -295,3 +296,13 @@ def test_predict_warns_when_the_early_fraction_differs(pset, tmp_path, capsys):
     assert "warning" in err and "60/600 (fraction 0.1)" in err and "30/600 (0.05)" in err
     assert predict_main(base + ["--early-steps", "6", "--full-steps", "60"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_text_that_fails_the_check_is_marked(pset, monkeypatch):
+    from primitives import export
+
+    monkeypatch.setattr(export, "_reproduces", lambda *args: False)
+    doc = export_predictor(tree_from_string("protected_div(l50, sub(l25, l10))", pset), pset)
+    assert doc["sympy_checked"] is False and doc["round_digits"] == 17
+    assert doc["sympy"] == "Piecewise((1, Abs(l10 - l25) < 1.0e-6), (l50/(-l10 + l25), True))"
+    assert load_predictor(doc)({"l50": 3.0, "l25": 2.0, "l10": 1.0}) == 3.0
