@@ -236,9 +236,10 @@ def export_predictor(tree, pset: gp.PrimitiveSet, meta: dict | None = None,
     The sympy text is checked to reproduce the tree's predictions (sympify + lambdify with numpy) on
     fixed random feature rows and on `check_rows` (an (n, len(pset.arguments)) matrix, e.g. the data
     the formula was fitted on): sympy.simplify may rewrite an expression into one that is equal over
-    the complex numbers but not in numpy's real arithmetic (sqrt(|a|)*sqrt(|b|) -> |sqrt(a)*sqrt(b)|, NaN for a < 0, say);
-    the unsimplified formula is exported then. If no text reproduces the tree, the unsimplified one
-    is written with "sympy_checked": false (the tree, which Dimorph loads, stays exact)."""
+    the complex numbers but not in numpy's real arithmetic (sqrt(|a|)*sqrt(|b|) becomes
+    |sqrt(a)*sqrt(b)|, NaN for a < 0 in numpy, say): the unsimplified formula is exported then.
+    If no text reproduces the tree, the unsimplified one is written with "sympy_checked": false
+    (the tree, which Dimorph loads, stays exact)."""
     meta = dict(meta or {})
     try:
         json.dumps(meta)
