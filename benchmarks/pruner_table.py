@@ -4,15 +4,17 @@ The table's architectures are split in two halves by row order. On the first hal
 (in-process: evo.fit.fit) fits a formula on curves of the kind the pruner sees: the validation
 points after training starts and up to the early budget E (steps 10, 20, ..., E on the tiny
 table), as both the train and the val curve (an Optuna objective reports one value per step), with
-log n_params and log lr as features unless --no-arch-features.
+log n_params and log lr as features unless --no-arch-features; one formula per early budget of
+--early-steps (at least two reports must lie at or before it).
 
 The second half is searched through Optuna: a trial suggests one unit-cube coordinate per gene
 (TPESampler, seeded), which snaps to the nearest row of that half that no earlier trial of the
-study trained (as two continuous suggestions never train the same model twice); it reports the row's validation
-curve point by point from the first step after 0 (trial.report(loss, step), then should_prune()); a pruned trial costs
-cost_per_step x the step it reached, a completed one cost_per_step x full_steps and returns the
-row's target (the best validation loss over the full budget). Each study runs until its compute
-reaches the budget (in mean full trainings of the half); the same seeds serve every pruner.
+study trained (two continuous suggestions never train the same model twice); it reports the
+row's validation curve point by point from the first step after 0 (trial.report(loss, step),
+then should_prune()); a pruned trial costs cost_per_step x the step it reached, a completed one
+cost_per_step x full_steps and returns the row's target (the best validation loss over the full
+budget). Each study runs until its compute reaches the budget (in mean full trainings of the
+half) or every row of the half was tried; the same seeds serve every pruner.
 
 Pruners: the formula (one per --early-steps, each with every k of --ks; and all of them as the
 stages of one pruner, judged at each budget by the formula of that budget), MedianPruner(),
@@ -184,8 +186,9 @@ def markdown(res: dict) -> str:
         lines.append(f"Formula at E = {E} of {s['full_steps']} steps, fitted by evo.fit on the first half "
                      f"(held-out tau there {f['test_tau']:.3f}, last-loss {f['test_tau_last_loss']:.3f}): "
                      f"{f['sympy']}")
-    lines += ["", "| pruner | best found at budget (mean, median) | regret | at 1/4, 1/2 budget (mean) | "
-              "seeds reaching the target | compute to the target (median, full trainings) | trials | pruned |",
+    lines += ["", "| pruner | best found at budget (mean, median) | regret | at 1/4, 1/2 budget "
+              "(mean) | seeds reaching the target | compute to the target (median, full trainings) | "
+              "trials | pruned |",
               "|---|---|---|---|---|---|---|---|"]
     for name, r in res["pruners"].items():
         b = r["best_at_budget"]

@@ -60,7 +60,8 @@ SIMPLIFY_MAX_SIZE = 40
 MAX_TREE_DEPTH = 100
 """deepest nesting of primitives a loaded tree may have (evolved trees are at most 8 deep)"""
 # names that may appear in an exported sympy string besides the feature names
-SYMPY_NAMES = {"ProtectedDiv", "Min", "Max", "Heaviside", "ITE", "re", "im", "Abs", "exp", "log", "sqrt", "sign", "Piecewise",
+SYMPY_NAMES = {"ProtectedDiv", "Min", "Max", "Heaviside", "ITE", "re", "im", "Abs", "exp", "log",
+               "sqrt", "sign", "Piecewise",
                "And", "Or", "Not", "Eq", "Ne", "True", "False", "E", "pi", "oo", "zoo", "nan",
                "Float", "Integer", "Rational"}
 _SYMPY_TEXT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|"
