@@ -90,8 +90,10 @@ def read_curves(path: str, early_steps: int) -> dict[str, dict]:
             raise InputError(f"{where}: empty curve_id")
         if not (row["step"].isascii() and row["step"].isdigit()):
             raise InputError(f"{where}: step must be a non-negative integer, got {row['step']!r}")
-        if row["split"] not in ("train", "val"):
-            raise InputError(f"{where}: split must be 'train' or 'val', got {row['split']!r}")
+        if row["split"] not in ("train", "val", "train_eval"):
+            raise InputError(f"{where}: split must be 'train', 'val' or 'train_eval', got {row['split']!r}")
+        if row["split"] == "train_eval":  # a table's training loss on fixed windows: not a feature input
+            continue
         loss = _number(row["loss"], "loss", where, loss=True)
         c = curves.setdefault(row["curve_id"], {"train": ([], []), "val": ([], []), "line": line,
                                                  "last": (-1, line)})

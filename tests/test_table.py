@@ -177,3 +177,23 @@ def test_bench_build_writes_a_table_that_reproduces_its_trainings(tmp_path, shak
     lines = (out / "build.jsonl").read_text()
     assert main(argv) == 0  # a finished build resumes without training anything
     assert (out / "build.jsonl").read_text() == lines and Table(out).targets.tolist() == t.targets.tolist()
+
+
+def test_evo_predict_reads_the_committed_tiny_table(tmp_path, capsys):
+    """The tiny table's curves.csv is the evo.predict format: last-loss tau from the CLI equals the
+    table's own early-val-vs-target tau."""
+    from pathlib import Path
+
+    from scipy.stats import kendalltau
+
+    from evo.predict import main as predict
+
+    d = Path(__file__).resolve().parents[1] / "benchmarks" / "tables" / "tiny"
+    t = load_table(str(d))
+    finals = tmp_path / "finals.csv"
+    finals.write_text("curve_id,final_loss\n" + "".join(f"{a},{y}\n" for a, y in zip(t.ids, t.targets)))
+    assert predict(["--curves", str(d / "curves.csv"), "--early-steps", "60", "--full-steps", "600",
+                    "--predictor", "last-loss", "--finals", str(finals), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    early = [t.result(i, 60)["val_losses"][-1] for i in range(len(t.ids))]
+    assert got["n"] == 500 and got["kendall_tau"] == pytest.approx(kendalltau(early, t.targets)[0], abs=1e-9)
