@@ -178,6 +178,22 @@ class Checkpoint:
         self.record(event_id, value)
         return value
 
+    def evaluation(self, task, run):
+        """The result of `task`: replayed from the journal, else `run()` and journaled. A journaled
+        result is stored with the genes it was trained for; one trained for other genes (the code or
+        a setting outside the resume check changed) is refused instead of being reused."""
+        eid = "eval/" + task.key
+        if eid in self.journal:
+            res = self.journal[eid]
+            if isinstance(res, dict) and "genes" in res and res["genes"] != task.genes:
+                raise CheckpointError(f"{self.journal_path}: {eid} was trained for genes {res['genes']}, the "
+                                      f"resumed search asks for {task.genes}; the search changed since it "
+                                      f"was started: resume it with the same version, or use another --out")
+            return res
+        res = dict(run(), genes=task.genes)
+        self.record(eid, res)
+        return res
+
     def snapshot(self, state: dict) -> None:
         """Rewrite checkpoint.json atomically with the search's state (populations, archive, compute, ...)."""
         doc = {"format": FORMAT, "version": VERSION, "search": self.search, "run_id": self.run_id,

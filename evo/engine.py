@@ -49,9 +49,9 @@ class Search:
 
     def _run(self, tasks: list[EvalTask]) -> dict[str, dict]:
         """Evaluate tasks (journaled ones are replayed, not retrained); log each once to MLflow."""
-        done = {t.key: self.ckpt.get("eval/" + t.key) for t in tasks if "eval/" + t.key in self.ckpt}
-        todo = [t for t in tasks if t.key not in done]
         by_key = {t.key: t for t in tasks}
+        done = {t.key: self.ckpt.evaluation(t, None) for t in tasks if "eval/" + t.key in self.ckpt}
+        todo = [t for t in tasks if t.key not in done]
         results = iter(self.executor.run(todo))
         while True:
             t0 = time.perf_counter()
@@ -59,8 +59,7 @@ class Search:
             self.wait_s += time.perf_counter() - t0  # the driver idles while trainings run
             if res is None:
                 break
-            self.ckpt.record("eval/" + res["key"], res)
-            done[res["key"]] = res
+            done[res["key"]] = res = self.ckpt.evaluation(by_key[res["key"]], lambda res=res: res)
             self.on_eval(res)
         for t in tasks:  # in task order, so logging and bookkeeping never depend on arrival order
             self._absorb(by_key[t.key], done[t.key])

@@ -57,7 +57,7 @@ class PeerSearch:
                         threads=self.cfg.threads, load_state=rec.state_file,
                         save_state=self.ckpt.state_path(f"{key}/s{steps}"),
                         phase="straight" if not prev and steps == self.F else "early" if steps < self.F else "full")
-        res = self.ckpt.once("eval/" + task.key, lambda: next(iter(self.executor.run([task]))))
+        res = self.ckpt.evaluation(task, lambda: next(iter(self.executor.run([task]))))
         self.ledger.absorb(rec, task, res)
         self._log(rec, res, start)
         compute = self.ledger.compute

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evo.checkpoint import Checkpoint
 from evo.config import MODES, Config
 from evo.peers import PEERS
 
@@ -29,6 +30,9 @@ class MemoryCheckpoint:
 
     def __init__(self, search: dict):
         self.search, self.journal, self.run_id, self.dir = search, {}, None, Path("(memory)")
+        self.journal_path = self.dir
+
+    evaluation = Checkpoint.evaluation
 
     def get(self, event_id: str, default=None):
         return self.journal.get(event_id, default)

@@ -463,3 +463,25 @@ def test_mlflow_telemetry_is_off_unless_the_user_opts_in(tmp_path):
                          env={**env, "MLFLOW_DISABLE_TELEMETRY": "false"}, cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.split() == ["false"], out.stderr[-2000:]
+
+
+def test_a_journaled_result_for_other_genes_is_refused(tmp_path):
+    """Resume replays journaled evaluations only when they were trained for the same genes."""
+    from types import SimpleNamespace
+
+    from evo.checkpoint import Checkpoint, CheckpointError
+
+    ck = Checkpoint(tmp_path / "out", {"seed": 0}, resume=False)
+    task = SimpleNamespace(key="g1-c0", genes={"n_layer": 2, "lr": 0.001})
+    calls = []
+    first = ck.evaluation(task, lambda: calls.append(1) or {"key": "g1-c0", "best_val_loss": 2.5})
+    assert first == {"key": "g1-c0", "best_val_loss": 2.5, "genes": task.genes} and calls == [1]
+    ck.snapshot({})
+    ck.close()
+    ck = Checkpoint(tmp_path / "out", {"seed": 0}, resume=True)
+    assert ck.evaluation(task, lambda: calls.append(2)) == first and calls == [1]  # replayed, not rerun
+    other = SimpleNamespace(key="g1-c0", genes={"n_layer": 3, "lr": 0.001})
+    with pytest.raises(CheckpointError, match=r"eval/g1-c0 was trained for genes .*'n_layer': 2.* asks for .*'n_layer': 3"):
+        ck.evaluation(other, lambda: calls.append(3))
+    assert calls == [1]
+    ck.close()
