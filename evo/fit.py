@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evo.predict import MAX_STEPS, InputError, _finite, read_curves, read_table
+from evo.predict import InputError, _finite, check_budget_flags, read_curves, read_table
 from primitives.baselines import BASELINES
 from primitives.features import curve_features
 from primitives.fitness import _unit_hash, calibrate, kendall_tau, spearman
@@ -289,9 +289,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
-        if not 0 < args.early_steps <= args.full_steps <= MAX_STEPS:
-            raise InputError(f"need 0 < --early-steps <= --full-steps <= 2**53, got "
-                             f"{args.early_steps} and {args.full_steps}")
+        check_budget_flags(args.early_steps, args.full_steps)
         if args.max_seconds is not None and not args.max_seconds > 0:
             raise InputError(f"--max-seconds must be > 0, got {args.max_seconds}")
         curves = read_curves(args.curves, args.early_steps)

@@ -220,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_budget_flags(early_steps: int, full_steps: int) -> None:
+    """--early-steps and --full-steps as the curve CLIs take them (InputError naming both)."""
+    if not 0 < early_steps <= full_steps <= MAX_STEPS:
+        raise InputError(f"need 0 < --early-steps <= --full-steps <= 2**53, got {early_steps} and {full_steps}")
+
+
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (2 for bad input)."""
     ap = build_parser()
@@ -228,9 +234,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
-        if not 0 < args.early_steps <= args.full_steps <= MAX_STEPS:
-            raise InputError(f"need 0 < --early-steps <= --full-steps <= 2**53, got "
-                             f"{args.early_steps} and {args.full_steps}")
+        check_budget_flags(args.early_steps, args.full_steps)
         if args.json and not args.finals:
             raise InputError("--json needs --finals")
         curves = read_curves(args.curves, args.early_steps)
