@@ -208,7 +208,8 @@ def _table_cost_unit(table: str) -> tuple[float, str]:
 
 
 def _preset_params(preset) -> dict:
-    return {k: v for k, v in dataclasses.asdict(preset).items() if k not in ("space", "baseline")} | {
+    skip = ("space", "baseline", "unit_rows", "row_genes")  # a table's rows are its data, not settings
+    return {k: v for k, v in dataclasses.asdict(preset).items() if k not in skip} | {
         "early_steps": preset.early_steps, "baseline": json.dumps(preset.baseline)}
 
 
