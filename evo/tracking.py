@@ -789,3 +789,86 @@ def experiment_curves(experiment: str, train_metric: str, val_metric: str | None
                     "final": float(final) if _finite(final) else None,
                     "n_params": _number_of(run, n_params_key), "lr": _number_of(run, lr_key)})
     return out
+
+
+# -- reading earlier searches' fully trained evaluations (evo.warmstart) --------------------------
+
+def _param_value(text: str):
+    """A param as it was logged: a number or JSON value where it parses, else the text."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def experiment_searches(experiment: str, tracking_uri: str | None = None) -> list[dict]:
+    """The Dimorph searches (parent runs) of an experiment, in the order they started (read only).
+    Each is {"run_id", "status", "start_time", "preset": its `preset.name` param (else `preset`),
+    "full_steps", "early_steps": its `preset.*` params as ints (None without)}."""
+    client = read_client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments(max_results=50))
+        raise TrackingError(f"no experiment named {experiment!r} in {resolve_uri(tracking_uri)} "
+                            f"(it has {', '.join(map(repr, names)) or 'none'})")
+    out = []
+    for run in _every_run(client, [exp.experiment_id]):
+        if run.data.tags.get("dimorph.kind") != "search" or run.data.tags.get("mlflow.parentRunId"):
+            continue
+        steps = {k: _number_of(run, f"preset.{k}") for k in ("full_steps", "early_steps")}
+        params = run.data.params
+        out.append({"run_id": run.info.run_id, "status": run.info.status, "start_time": run.info.start_time,
+                    "preset": params.get("preset.name") or params.get("preset"),
+                    **{k: int(v) if v is not None else None for k, v in steps.items()}})
+    return sorted(out, key=lambda r: (r["start_time"] or 0, r["run_id"]))
+
+
+def _curves_artifact(client: MlflowClient, run_id: str) -> tuple[list, list] | None:
+    """(train, val) points of a child's curves.csv artifact, by step; None without the artifact."""
+    bar = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # one bar per run would bury the caller's output
+    added = bar not in os.environ
+    if added:
+        os.environ[bar] = "false"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "curves.csv", tmp)
+        except (MlflowException, OSError):
+            return None
+        finally:
+            if added:
+                os.environ.pop(bar, None)
+        pts = {"train": [], "val": []}
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("split") in pts:
+                    step, loss = int(row["step"]), float(row["loss"])
+                    if step >= 0 and math.isfinite(loss):
+                        pts[row["split"]].append((step, loss))
+    return sorted(pts["train"]), sorted(pts["val"])
+
+
+def full_evaluations(search_run_id: str, tracking_uri: str | None = None) -> list[dict]:
+    """A search's evaluations trained to the full budget without diverging or failing (read only):
+    child runs of kind evaluation whose last phase is `full` or `straight`, FINISHED, with no
+    `dimorph.error` and `dimorph.diverged` not True. Each is {"run_id", "key": its evaluation key,
+    "start_time", "genes": its gene/* params, "n_params": `arch/n_params`, "train", "val": [(step,
+    loss)] from its curves.csv artifact (the whole curve), else from its train/loss and val/loss
+    metrics}, in the order they started (ties: run id)."""
+    client = read_client(tracking_uri, search_run_id)
+    exp_id = client.get_run(search_run_id).info.experiment_id
+    out = []
+    for run in _every_run(client, [exp_id], f"tags.mlflow.parentRunId = '{search_run_id}'"):
+        tags = run.data.tags
+        if (tags.get("dimorph.kind") != "evaluation" or tags.get("dimorph.phase") not in ("full", "straight")
+                or tags.get("dimorph.diverged") == "True" or tags.get("dimorph.error")
+                or run.info.status != "FINISHED"):
+            continue
+        rid = run.info.run_id
+        curves = _curves_artifact(client, rid) or (_metric_points(client, rid, "train/loss"),
+                                                   _metric_points(client, rid, "val/loss"))
+        out.append({"run_id": rid, "key": tags.get(TAG_KEY) or run.info.run_name or rid,
+                    "start_time": run.info.start_time,
+                    "genes": {k[len("gene/"):]: _param_value(v) for k, v in run.data.params.items()
+                              if k.startswith("gene/")},
+                    "n_params": _number_of(run, "arch/n_params"), "train": curves[0], "val": curves[1]})
+    return sorted(out, key=lambda r: (r["start_time"] or 0, r["run_id"]))
