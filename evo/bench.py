@@ -6,6 +6,11 @@ Architecture 0 is the preset's baseline, the rest are drawn uniformly from the s
 Each training is journaled as it finishes (`build.jsonl` in --out), so an interrupted build
 resumes with the same command. `--noise N --noise-seeds K` trains the first N architectures with
 K more seeds each, for the seed-noise record `seeds.csv`. The table format is in docs/TABLES.md.
+
+    python -m evo.bench split benchmarks/tables/tiny --out A B [--seed 0] [--frac 0.5]
+
+writes two tables with disjoint rows of one (A: --frac of them, drawn with --seed; B: the rest and
+the baseline row), so that a search on B can be warm-started from A with no curve in both.
 """
 from __future__ import annotations
 
@@ -199,6 +204,77 @@ def describe(directory: str) -> dict:
     return out
 
 
+def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        return header, [row for row in reader if row]
+
+
+def _write_rows(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def split(directory: str, out_a: str, out_b: str, seed: int = 0, frac: float = 0.5) -> tuple[dict, dict]:
+    """Write two valid tables with disjoint rows of the table in `directory`: A gets round(frac * n)
+    rows drawn with `seed` from those other than the baseline row, B the rest and the baseline row
+    (a search on B then starts from the same architecture as one on the whole table). Rows keep
+    their order; archs.csv, curves.csv and seeds.csv (when present) are cut by arch_id; table.json
+    is copied with its name suffixed -A / -B, `baseline` set (A: its first row) and a `split` record.
+    Returns the two table.json documents."""
+    import numpy as np
+
+    from evo.table import Table
+
+    src = Path(directory)
+    t = Table(src)  # refuses a malformed table before anything is written
+    if not 0 < frac < 1:
+        raise ValueError(f"--frac must be in (0, 1), got {frac}")
+    outs = [Path(out_a), Path(out_b)]
+    if len({p.resolve() for p in outs + [src]}) != 3:
+        raise ValueError(f"--out needs two directories, distinct from each other and from {src}, got "
+                         f"{out_a} and {out_b}")
+    for p in outs:
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise ValueError(f"--out {p} exists and is not an empty directory")
+    base = t.meta.get("baseline")
+    base_id = str(base) if base is not None and str(base) in t.index else t.ids[0]
+    others = [a for a in t.ids if a != base_id]
+    n_a = round(frac * len(t.ids))
+    if not 2 <= n_a <= len(t.ids) - 2:
+        raise ValueError(f"--frac {frac} of {len(t.ids)} rows gives {n_a} and {len(t.ids) - n_a}; "
+                         f"a table needs at least 2 rows")
+    picked = {others[j] for j in np.random.default_rng(seed).permutation(len(others))[:n_a]}
+    parts = {"A": [a for a in t.ids if a in picked], "B": [a for a in t.ids if a not in picked]}
+    name = t.meta.get("name", src.resolve().name)
+    archs_h, archs = _rows(src / "archs.csv")
+    curves_h, curves = _rows(src / "curves.csv")
+    seeds = _rows(src / "seeds.csv") if (src / "seeds.csv").is_file() else None
+    docs = []
+    for (part, ids), out in zip(parts.items(), outs):
+        keep = set(ids)
+        out.mkdir(parents=True, exist_ok=True)
+        col = archs_h.index("arch_id")
+        _write_rows(out / "archs.csv", archs_h, (r for r in archs if r[col].strip() in keep))
+        col = curves_h.index("curve_id")
+        _write_rows(out / "curves.csv", curves_h, (r for r in curves if r[col].strip() in keep))
+        if seeds is not None and "arch_id" in seeds[0]:
+            col = seeds[0].index("arch_id")
+            _write_rows(out / "seeds.csv", seeds[0], (r for r in seeds[1] if r[col].strip() in keep))
+        doc = {**t.meta, "name": f"{name}-{part}", "baseline": base_id if part == "B" else ids[0],
+               "split": {"of": name, "source": str(src), "part": part, "seed": seed, "frac": frac,
+                         "rows": len(ids), "source_rows": len(t.ids)}}
+        (out / "table.json").write_text(json.dumps(doc, indent=1) + "\n")
+        Table(out)  # the written table loads
+        docs.append(doc)
+    print(f"split {src} ({len(t.ids)} rows): {len(parts['A'])} rows to {outs[0]}, "
+          f"{len(parts['B'])} (baseline {base_id} among them) to {outs[1]}")
+    return docs[0], docs[1]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evo.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,10 +291,19 @@ def main(argv=None) -> int:
     b.add_argument("--out", required=True, help="table directory (resumes a build found there)")
     d = sub.add_parser("describe", help="print a table's size, target spread, seed noise and SNR as JSON")
     d.add_argument("table", help="table directory")
+    s = sub.add_parser("split", help="write two tables with disjoint rows of one (A: --frac of them; B: the rest "
+                                     "and the baseline)")
+    s.add_argument("table", help="table directory")
+    s.add_argument("--out", nargs=2, required=True, metavar=("A", "B"), help="the two new table directories")
+    s.add_argument("--seed", type=int, default=0, help="draws A's rows")
+    s.add_argument("--frac", type=float, default=0.5, help="fraction of the rows that go to A")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "describe":
             print(json.dumps(describe(a.table), indent=1))
+            return 0
+        if a.cmd == "split":
+            split(a.table, *a.out, seed=a.seed, frac=a.frac)
             return 0
         build(a)
     except ValueError as e:
