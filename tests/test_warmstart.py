@@ -198,3 +198,30 @@ def test_split_writes_two_disjoint_valid_tables(searched, tmp_path):
     assert Table(c).ids == ta.ids  # the same seed draws the same rows
     assert main(["split", str(d), "--out", str(a), str(tmp_path / "E")]) == 2  # A is not empty
     assert main(["split", str(d), "--out", str(tmp_path / "F"), str(tmp_path / "G"), "--frac", "0.01"]) == 2
+
+
+def test_the_warm_start_benchmark_on_the_synthetic_table(searched, tmp_path):
+    """benchmarks/warmstart_table.py: disjoint test / archive / nested warm sets, last-loss checked
+    against scipy on the raw curves, paired differences consistent with the taus."""
+    from scipy.stats import kendalltau
+
+    from benchmarks import warmstart_table as wb
+
+    d, *_ = searched
+    res = wb.main(["--table", str(d), "--warm-sizes", "0,10,25", "--archive-size", "10", "--test-size", "20",
+                   "--splits", "2", "--pop", "10", "--gens", "2", "--workers", "1", "--out", str(tmp_path / "w.json")])
+    assert json.loads((tmp_path / "w.json").read_text())["results"] == res["results"]
+    t = Table(d)
+    v_last = {a: t.result(i, E)["val_losses"][-1] for i, a in enumerate(t.ids)}
+    for s, sp in enumerate(res["splits"]):
+        test, arch, pool = sp["test"], sp["archive"], sp["warm_pool"]
+        assert (len(test), len(arch), len(pool)) == (20, 10, 25)
+        assert not (set(test) & set(arch) or set(test) & set(pool) or set(arch) & set(pool))
+        want = kendalltau([v_last[a] for a in test], [t.targets[t.index[a]] for a in test])[0]
+        for r in res["results"]:
+            assert r["last-loss"]["values"][s] == pytest.approx(want, abs=1e-12)
+            assert r["female_minus_last_loss"]["values"][s] == pytest.approx(
+                r["female"]["values"][s] - r["last-loss"]["values"][s])
+            assert r["n_fit"][s] + r["n_holdout"][s] == 10 + r["warm"]
+    assert [r["warm"] for r in res["results"]] == [0, 10, 25]
+    assert res["results"][0]["female_minus_no_warm"]["values"] == [0.0, 0.0]
