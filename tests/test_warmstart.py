@@ -60,7 +60,8 @@ def test_a_warm_records_features_equal_those_computed_from_the_csv_files(searche
                 pts[row["split"]].append((int(row["step"]), float(row["loss"])))
             if row["curve_id"] == "x3" and row["split"] == "val":
                 pts.setdefault("all_val", []).append(float(row["loss"]))
-    arch = next(r for r in csv.DictReader(open(d / "archs.csv", newline="")) if r["arch_id"] == "x3")
+    with open(d / "archs.csv", newline="") as fh:
+        arch = next(r for r in csv.DictReader(fh) if r["arch_id"] == "x3")
     want = curve_features(*zip(*pts["train"]), *zip(*pts["val"]), E, F, n_params=float(arch["n_params"]),
                           lr=float(arch["lr"]))
     (rec,) = [r for r in load_warm_start(str(d), early_steps=E, full_steps=F, features=ALL_FEATURES)
