@@ -14,13 +14,16 @@ LEVELS = ("l10", "l25", "l50", "l75", "l100")
 SLOPES = ("s10_25", "s25_50", "s50_75", "s75_100")
 CURVE_FEATURES: tuple[str, ...] = (
     "l0", *LEVELS, *SLOPES, "curv50", "curv75", "loglog_slope",
-    "drop", "rel_drop", "v_last", "gap", "sotl", "early_frac",
+    "drop", "rel_drop", "v_last", "gap", "sotl", "early_frac", "v_pow2",
 )
 ARCH_FEATURES: tuple[str, ...] = ("log_params", "log_lr")
 ALL_FEATURES: tuple[str, ...] = CURVE_FEATURES + ARCH_FEATURES
 
 SMOOTH_HALF_WIDTH = 0.05  # smoothing window half-width, as a fraction of the early budget
 LOG_EPS = 1e-12           # keeps log|loss| finite for a zero loss
+VAL_EXP_FROM = 0.10       # v_pow2's exponent: validation points from 10% of the early budget on
+POW_HORIZON = 2.0         # v_pow2: the validation power law extrapolated to twice the early budget
+POW_EXP_CLIP = 10.0       # |exponent| used by v_pow2, so that 2**exponent stays finite
 
 
 def clean_curve(steps, losses, what: str = "curve") -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +83,22 @@ def time_mean(steps: np.ndarray, losses: np.ndarray) -> float:
     return float(area / span)
 
 
+def ls_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope of y on x (x must hold at least two distinct values)."""
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / (xc ** 2).sum())
+
+
+def val_power_exponent(vs: np.ndarray, vv: np.ndarray, early_steps: int, fallback: float) -> float:
+    """Power-law exponent of the early validation curve: least-squares slope of log(|loss| + 1e-12)
+    on log(step / E) over the validation points with step >= 0.1 E (step 0 has no logarithm);
+    `fallback` (the training curve's exponent) when fewer than two such points exist."""
+    late = vs >= VAL_EXP_FROM * early_steps
+    if late.sum() < 2:
+        return float(fallback)
+    return ls_slope(np.log(vs[late] / early_steps), np.log(np.abs(vv[late]) + LOG_EPS))
+
+
 def _positive_log(value, name: str) -> float:
     """log(value) for a finite positive value, else ValueError naming it."""
     x = float(value)
@@ -113,14 +132,18 @@ def curve_features(train_steps, train_losses, val_steps, val_losses, early_steps
     # power-law exponent: least-squares slope of log|loss| on log(fraction)
     lx = np.log(np.asarray(FRACTIONS))
     ly = np.log(np.abs(np.asarray(levels)) + LOG_EPS)
-    lxc = lx - lx.mean()
-    f["loglog_slope"] = float((lxc * (ly - ly.mean())).sum() / (lxc ** 2).sum())
+    f["loglog_slope"] = ls_slope(lx, ly)
     f["drop"] = f["l0"] - f["l100"]
     f["rel_drop"] = f["drop"] / max(abs(f["l0"]), 1e-6)
     f["v_last"] = float(vv[-1]) if len(vs) else f["l100"]
     f["gap"] = f["v_last"] - f["l100"]
     f["sotl"] = time_mean(s, v)
     f["early_frac"] = early_steps / full_steps
+    # v_last carried forward to 2E along the validation curve's own power law: a ranking by how
+    # low the curve is *and* how fast it still falls, over a horizon short enough that the
+    # learning rate (which sets the early slope) does not dominate
+    b = val_power_exponent(vs, vv, early_steps, f["loglog_slope"])
+    f["v_pow2"] = f["v_last"] * POW_HORIZON ** float(np.clip(b, -POW_EXP_CLIP, POW_EXP_CLIP))
     if n_params is not None:
         f["log_params"] = _positive_log(n_params, "n_params")
     if lr is not None:

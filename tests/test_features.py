@@ -27,6 +27,8 @@ def test_linear_curve_hand_values():
     fr = np.array([0.1, 0.25, 0.5, 0.75, 1.0])
     slope = np.polyfit(np.log(fr), np.log(4.0 - 2.0 * fr), 1)[0]
     assert f["loglog_slope"] == pytest.approx(slope, rel=1e-9)
+    # no validation point: v_last is l100 and the exponent is the training curve's
+    assert f["v_pow2"] == pytest.approx(2.0 * 2.0 ** slope, rel=1e-12)
 
 
 def test_power_law_exponent_recovered_exactly():
@@ -36,6 +38,34 @@ def test_power_law_exponent_recovered_exactly():
     assert f["loglog_slope"] == pytest.approx(-0.5, abs=1e-10)
     assert f["l25"] == pytest.approx(6.0)
     assert f["s25_50"] == pytest.approx((3.0 * 2 ** 0.5 - 6.0) / 0.25)
+
+
+def test_v_pow2_of_a_power_law_validation_curve():
+    s, v = linear_curve()
+    # step 0 and step 5 (< 0.1 E) are left out of the exponent; 200 is past E
+    val_s = [0, 5, 10, 25, 50, 100, 200]
+    val_v = [9.0, 7.0] + [3.0 * (t / E) ** -0.5 for t in (10, 25, 50, 100)] + [0.1]
+    f = curve_features(s, v, val_s, val_v, E, F)
+    assert f["v_last"] == pytest.approx(3.0)
+    assert f["v_pow2"] == pytest.approx(3.0 * 2.0 ** -0.5, rel=1e-12)
+
+
+def test_v_pow2_falls_back_to_the_training_exponent():
+    s, v = linear_curve()
+    train_only = curve_features(s, v, [], [], E, F)
+    # one validation point at or past 0.1 E: v_last from it, exponent from the training curve
+    f = curve_features(s, v, [0, 5, 80], [4.0, 3.9, 2.5], E, F)
+    assert f["v_last"] == 2.5
+    assert f["v_pow2"] == pytest.approx(2.5 * 2.0 ** train_only["loglog_slope"], rel=1e-12)
+
+
+def test_v_pow2_exponent_is_clipped():
+    s, v = linear_curve()
+    # exponent ln(1e20) / ln(100/99) ~ 4600: clipped to 10
+    f = curve_features(s, v, [99, 100], [1e-10, 1e10], E, F)
+    assert f["v_pow2"] == pytest.approx(1e10 * 2.0 ** 10, rel=1e-12)
+    g = curve_features(s, v, [99, 100], [1e10, 1e-10], E, F)
+    assert g["v_pow2"] == pytest.approx(1e-10 * 2.0 ** -10, rel=1e-12)
 
 
 def test_only_early_points_order_free_and_val():
@@ -73,6 +103,19 @@ def test_smoothing_of_a_noisy_curve():
 def test_every_feature_finite(steps, losses):
     f = curve_features(steps, losses, [], [], E, F, n_params=1e6, lr=1e-3)
     assert set(f) == set(ALL_FEATURES)
+    assert all(math.isfinite(x) for x in f.values()), f
+
+
+@pytest.mark.parametrize("val_steps,val_losses", [
+    ([0], [4.0]),                              # step 0 only
+    ([10, 100], [0.0, 0.0]),                   # zero loss
+    ([10, 50, 100], [1e30, -1e30, 1e-300]),    # extreme values
+    ([100, 10, 10], [-2.0, 5.0, 1.0]),         # unsorted, duplicate, negative
+    ([99, 100], [1e-300, 1e99]),               # huge exponent
+])
+def test_every_feature_finite_with_validation_points(val_steps, val_losses):
+    s, v = linear_curve()
+    f = curve_features(s, v, val_steps, val_losses, E, F)
     assert all(math.isfinite(x) for x in f.values()), f
 
 
