@@ -57,3 +57,32 @@ def search_preset(cfg) -> Preset:
 def from_genes(genes: dict, preset: Preset):
     """An ArchIndividual placed at the centre of the given genes' bins."""
     return creator.ArchIndividual(preset.encode(genes))
+
+
+def step_cost(cfg, preset: Preset, genes: dict) -> float:
+    """What one training step of `genes` is charged, known before it runs: training FLOPs (exactly
+    what the trainer will count), or the table's cost per step for --table. The engine checks it
+    before every evaluation so that a search never spends more than --budget-flops."""
+    if cfg.table:
+        from evo.table import load_table
+        t = load_table(cfg.table)
+        return float(t.cost_per_step[t.row_of(genes)])
+    return _live_step_flops(preset, genes_key(genes), cfg.data)
+
+
+_STEP_FLOPS: dict = {}
+
+
+def _live_step_flops(preset: Preset, key: str, data: str | None) -> float:
+    cache_key = (repr(preset), key, data)
+    if cache_key not in _STEP_FLOPS:
+        import torch
+
+        from evo.evaluate import token_data
+        from models.gpt import GPT
+
+        gpt_cfg, tc = preset.configs(json.loads(key), token_data(data, preset).vocab_size)
+        with torch.device("meta"):  # counts parameters without allocating them
+            model = GPT(gpt_cfg)
+        _STEP_FLOPS[cache_key] = model.flops_per_token() * tc.batch_size * preset.block_size
+    return _STEP_FLOPS[cache_key]

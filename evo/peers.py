@@ -4,8 +4,8 @@ random: sample, train to the full budget, keep the best. asha: Optuna's Successi
 over the same unit cube, trials trained in rungs that continue from saved states. evolution:
 regularised (aging) evolution, Real et al. 2019 (arXiv:1802.01548), with the males' mutation. All
 use the preset's space, the trainer through the executor, and one MLflow child run per architecture.
-A method starts a new training only while the compute used is below the budget, so it stops within
-the budget plus one training. Every finished training is journaled; a rerun replays it.
+Each training's cost is known before it starts (evo.genome.step_cost); a method stops at the first
+training that would take it past the budget, so it never spends more than the budget. Every finished training is journaled; a rerun replays it.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 from evo.checkpoint import Checkpoint
 from evo.config import Config
 from evo.evaluate import EvalTask, failed
-from evo.genome import decode, eval_seed, genes_key, make_arch_toolbox, search_preset
+from evo.genome import decode, eval_seed, genes_key, make_arch_toolbox, search_preset, step_cost
 from evo.ledger import INF, Evaluation, Ledger
 
 PEERS = ("random", "asha", "evolution")
@@ -37,6 +37,7 @@ class PeerSearch:
         self.resumed = ckpt is None and (cfg.out_dir / "checkpoint.json").exists()
         self.ckpt = ckpt or Checkpoint(cfg.out_dir, {**search, "method": method, **opts}, resume=self.resumed)
         self.ledger = Ledger(self.F, every_training=True)  # a history point after every training
+        self.exhausted = False  # a training did not fit in the budget
 
     @property
     def budget(self) -> float:
@@ -44,14 +45,20 @@ class PeerSearch:
         return self.cfg.budget_flops or INF
 
     def spent(self) -> bool:
-        """True once the budget is used up: no new training starts."""
-        return self.ledger.compute["flops"] >= self.budget
+        """True once the budget is used up or a training did not fit in it: no new training starts."""
+        return self.exhausted or self.ledger.compute["flops"] >= self.budget
 
-    def train(self, key: str, genes: dict, steps: int, role: str, parents=()) -> dict:
-        """Train `key` up to `steps` (continuing from its last state); journaled and logged once."""
-        rec = self.ledger.records.get(key) or self.ledger.new(key, genes, role=role, parents=parents)
-        prev = rec.result
+    def train(self, key: str, genes: dict, steps: int, role: str, parents=()) -> dict | None:
+        """Train `key` up to `steps` (continuing from its last state); journaled and logged once.
+        None (and nothing more starts) when the training's cost, known before it runs, would take
+        the compute past the budget: a method never spends more than its budget."""
+        prev = self.ledger.records[key].result if key in self.ledger.records else None
         start = prev["steps"] if prev else 0
+        cost = step_cost(self.cfg, self.preset, genes) * (steps - start)
+        if self.exhausted or self.ledger.compute["flops"] + cost > self.budget * (1 + 1e-12):
+            self.exhausted = True
+            return None
+        rec = self.ledger.records.get(key) or self.ledger.new(key, genes, role=role, parents=parents)
         task = EvalTask(key=f"{key}/s{steps}", genes=genes, preset=self.preset, steps=steps,
                         seed=eval_seed(self.cfg.seed, genes), data=self.cfg.data, device=self.cfg.device,
                         threads=self.cfg.threads, load_state=rec.state_file,
@@ -114,7 +121,8 @@ class PeerSearch:
         def add(u, role, parents=()):
             key, genes = self.key(), decode(u, self.preset)
             seen.add(genes_key(genes))
-            self.train(key, genes, self.F, role, parents)
+            if self.train(key, genes, self.F, role, parents) is None:
+                return
             pop.append((key, u))
             if len(pop) > P:
                 pop.popleft()  # aging: the oldest dies, not the worst
@@ -162,6 +170,8 @@ class PeerSearch:
                 if self.spent():
                     break
                 res = self.train(key, genes, r, "baseline" if trial.number == 0 else "trial")
+                if res is None:  # the next rung does not fit in the budget
+                    break
                 rec = self.ledger.records[key]
                 if failed(res):
                     outcome = TrialState.FAIL

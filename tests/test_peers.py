@@ -57,8 +57,8 @@ def test_budget_respected(runs, shakespeare_path):
     bigram, uniform = reference_losses(shakespeare_path)
     for method, s in summaries.items():
         hist, budget = s["history"], 4 * BASELINE_FLOPS
-        assert s["compute"]["flops"] >= budget, method  # ran until the budget was spent
-        assert all(h["flops"] < budget for h in hist[:-1]), method  # ...and started nothing after
+        # never past the budget, and it was used: a search stops at the first training that does not fit
+        assert 0.5 * budget < s["compute"]["flops"] <= budget, method
         assert s["compute"]["flops"] == pytest.approx(hist[-1]["flops"])
         assert s["best"]["best_val_loss"] == pytest.approx(min(h["best_val_loss"] for h in hist))
         assert bigram < s["best"]["best_val_loss"] < uniform, (method, bigram, uniform)
