@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 MODES = ("baseline", "male", "female", "combined")
+PAIRINGS = ("choice", "ranked", "random")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Config:
     """female (predictor) population size"""
     offspring: int = 12
     """mating pairs per generation: each yields one architecture child and one predictor child"""
+    pairing: str = "choice"
+    """how pairs mate: choice (each female picks her child's two male parents from a random sample of
+    --choice-sample males by her own predicted final loss, and is credited with how the child turned
+    out), ranked (the i-th male with a random top-half male, the i-th female), random (the ablation)"""
+    choice_sample: int = 4
+    """males a female judges when she chooses her child's parents (pairing choice)"""
     promote: int = 1
     """children promoted to the full budget per generation by the females' ranking"""
     promote_random: int = 1
@@ -44,6 +51,9 @@ class Config:
     table: str | None = None
     """search a tabular benchmark by lookup instead of training (a table directory, docs/TABLES.md);
     --budget-flops is then in the table's cost unit"""
+    warm_start: str | None = None
+    """extra curves for the females' archive: a table directory with the same budgets (docs/TABLES.md),
+    or 'mlflow' for the fully trained evaluations of earlier searches in --experiment (evo/warmstart.py)"""
     arch_features: bool = False
     """let females use architecture features (log params, log lr) besides curve features"""
     experiment: str = "dimorph"
@@ -90,6 +100,8 @@ class Config:
         need(self.males >= 2, f"males must be >= 2, got {self.males}")
         need(self.females >= 2, f"females must be >= 2, got {self.females}")
         need(self.offspring >= 1, f"offspring must be >= 1, got {self.offspring}")
+        need(self.pairing in PAIRINGS, f"pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
+        need(self.choice_sample >= 2, f"choice_sample must be >= 2, got {self.choice_sample}")
         need(self.promote >= 0, f"promote must be >= 0, got {self.promote}")
         need(self.promote_random >= 0, f"promote_random must be >= 0, got {self.promote_random}")
         need(self.promote + self.promote_random <= self.offspring,
@@ -118,6 +130,9 @@ class Config:
                  f"table must be a directory holding table.json (docs/TABLES.md), got {self.table!r}")
             need(self.full_steps is None and self.early_frac is None,
                  "--full-steps and --early-frac come from the table's table.json; do not give them with --table")
+        if self.warm_start is not None and self.warm_start != "mlflow":
+            need(Path(self.warm_start, "table.json").is_file(),
+                 f"warm_start must be 'mlflow' or a table directory holding table.json, got {self.warm_start!r}")
         if self.data is not None:
             need(Path(self.data).is_file(), f"data file not found: {self.data!r}")
 

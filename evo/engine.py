@@ -15,7 +15,7 @@ from evo.checkpoint import Checkpoint
 from evo.config import Config
 from evo.evaluate import EvalTask
 from evo.females import Females
-from evo.genome import decode, eval_seed, from_genes, genes_key, make_arch_toolbox, search_preset
+from evo.genome import decode, eval_seed, from_genes, genes_key, make_arch_toolbox, search_preset, step_cost
 from evo.ledger import INF, Evaluation, Ledger
 from primitives.features import curve_features
 
@@ -35,6 +35,9 @@ class Search:
         self.ledger = Ledger(self.F)  # records, archive, compute, history, state files
         self.seen: set[str] = set()   # genes_key of every architecture evaluated so far
         self.males: list = []
+        self.prior: list[Evaluation] = []  # --warm-start records: the females' archive only
+        self.exhausted = False  # a task did not fit in --budget-flops: no more start
+        self.credit: dict[str, list[float]] = {}  # female formula -> how her fully trained children did
         self.logbook = tools.Logbook()
         self.wait_s = 0.0  # seconds the driver spent waiting for evaluations
         self.on_eval = on_eval or (lambda res: None)
@@ -48,7 +51,10 @@ class Search:
                         threads=self.cfg.threads, load_state=load, save_state=save, phase=phase)
 
     def _run(self, tasks: list[EvalTask]) -> dict[str, dict]:
-        """Evaluate tasks (journaled ones are replayed, not retrained); log each once to MLflow."""
+        """Evaluate tasks (journaled ones are replayed, not retrained); log each once to MLflow.
+        With --budget-flops only the tasks that still fit run (in order, up to the first that does
+        not): the budget is never exceeded, and once a task is refused the search ends."""
+        tasks = self._admit(tasks)
         by_key = {t.key: t for t in tasks}
         done = {t.key: self.ckpt.evaluation(t, None) for t in tasks if "eval/" + t.key in self.ckpt}
         todo = [t for t in tasks if t.key not in done]
@@ -64,6 +70,22 @@ class Search:
         for t in tasks:  # in task order, so logging and bookkeeping never depend on arrival order
             self._absorb(by_key[t.key], done[t.key])
         return done
+
+    def _admit(self, tasks: list[EvalTask]) -> list[EvalTask]:
+        budget = self.cfg.budget_flops
+        if not budget:
+            return tasks
+        planned, out = self.ledger.compute["flops"], []
+        for t in tasks:
+            rec = self.ledger.records[t.key.split("/")[0]]
+            done = rec.result["steps"] if t.phase == "full" and rec.result else 0  # a continuation pays its own steps
+            cost = step_cost(self.cfg, self.preset, t.genes) * (t.steps - done)
+            if self.exhausted or planned + cost > budget * (1 + 1e-12):
+                self.exhausted = True
+                break
+            planned += cost
+            out.append(t)
+        return out
 
     def _absorb(self, task: EvalTask, res: dict) -> None:
         rec = self.ledger.records[task.key.split("/")[0]]
@@ -86,7 +108,8 @@ class Search:
                 rec.key, res, phase=task.phase, outcome=not early, genes=task.genes if early else None,
                 seed=task.seed, generation=rec.generation, role=rec.role, parents=rec.parents,
                 features=rec.features if early else None, early_val=rec.early_val if early else None,
-                run_id=run_id, after_step=self.E if task.phase == "full" else -1)
+                run_id=run_id, after_step=self.E if task.phase == "full" else -1,
+                female=rec.female if early else None, female_child=rec.female_child if early else None)
         rec.run_id = self.ckpt.once(f"log/{task.key}", write)
 
     # -- the generations -------------------------------------------------------------------------
@@ -112,6 +135,8 @@ class Search:
         """Run every generation (replaying journaled work on resume); returns the final state."""
         random.seed(self.cfg.seed)
         np.random.seed(self.cfg.seed % 2**32)
+        if self.fem and self.cfg.warm_start:
+            self._load_prior()
         if self.cfg.mode == "baseline":
             base = self._new("baseline", dict(self.preset.baseline), 0, "baseline")
             self._run([self._task("baseline", base.genes, self.F, "straight")])
@@ -119,7 +144,7 @@ class Search:
             return self.state()
         self._generation0()
         for g in range(1, self.cfg.gens + 1):
-            if self.cfg.budget_flops and self.ledger.compute["flops"] >= self.cfg.budget_flops:
+            if self.exhausted:
                 break
             self._generation(g)
         return self.state()
@@ -139,14 +164,15 @@ class Search:
             self._early([i.key for i in inds + extra])
             self._continue([i.key for i in inds])
             self._release([i.key for i in extra])  # the extra males are early-trained only
-            self.males = self._rank_males(inds + extra, None)[: cfg.males]
+            trained = [i for i in inds + extra if not self.ledger.records[i.key].pending]
+            self.males = self._rank_males(trained, None)[: cfg.males]
         else:
             self._early([i.key for i in inds])
             self._continue([i.key for i in inds])
         champion = None
         if self.fem:
             self.fem.init(cfg.females)
-            self.fem.evolve(self.ledger.archive, cfg.pred_steps, cfg.females)
+            self.fem.evolve(self.fem_archive(), cfg.pred_steps, cfg.females)
             champion = self.fem.champion()
         self._end_generation(0, champion)
 
@@ -154,16 +180,17 @@ class Search:
         cfg, tb = self.cfg, self.arch_tb
         champion = self.fem.champion() if self.fem else None
         ranked_m = self._rank_males(self.males, champion) if self.males else []
-        ranked_f = self.fem.ranked(self.fem.pop) if self.fem else []
+        ranked_f = self.fem.mating_order(self.fem.ranked(self.fem.pop), self.credit) if self.fem else []
         children, pred_children = [], []
         for i in range(cfg.offspring):
             key = f"g{g}-c{i}"
+            # the pair's female: the i-th in mating order (a random one when pairing is random)
+            female = (random.choice(ranked_f) if cfg.pairing == "random" else ranked_f[i % len(ranked_f)]) \
+                if self.fem else None
             if cfg.mode == "female":
                 child, parents = tb.individual(), []
             else:
-                mother = ranked_m[i % len(ranked_m)]
-                top = ranked_m[: max(2, len(ranked_m) // 2)]
-                partner = random.choice([m for m in top if m is not mother] or top)
+                mother, partner = self._parents(i, ranked_m, female)
                 child, other = tb.clone(mother), tb.clone(partner)
                 if random.random() < 0.9:
                     tb.mate(child, other)
@@ -174,28 +201,100 @@ class Search:
                     tb.mutate(child)
                 del child.fitness.values
                 parents = [mother.key, partner.key]
-            if self.fem:  # the pair is a lineage: the i-th male with the i-th female
-                top_f = ranked_f[: max(2, len(ranked_f) // 2)]
-                f = ranked_f[i % len(ranked_f)]
-                pred_children.append(self.fem.child(f, random.choice([x for x in top_f if x is not f] or top_f)))
             child.key = key
             children.append(child)
-            self._new(key, decode(child, self.preset), g, "child", parents)
+            rec = self._new(key, decode(child, self.preset), g, "child", parents)
+            if self.fem:  # the predictor child of the same mating: the female with a top-half female
+                top_f = ranked_f[: max(2, len(ranked_f) // 2)]
+                pred = self.fem.child(female, random.choice([x for x in top_f if x is not female] or top_f))
+                pred_children.append(pred)
+                rec.female, rec.female_child = str(female), str(pred)
         self._early([c.key for c in children])
         promoted = self._promote(g, children, champion)
         self._continue(promoted)
         self._release([c.key for c in children if c.key not in promoted])
+        self._credit(promoted)
         if self.fem:
             self.fem.pop = self.fem.pop + pred_children
-            self.fem.evolve(self.ledger.archive, max(1, cfg.pred_steps), cfg.females)
+            self.fem.evolve(self.fem_archive(), max(1, cfg.pred_steps), cfg.females)
             champion = self.fem.champion()
         if cfg.mode in ("male", "combined"):
-            self.males = self._rank_males(self.males + children, champion)[: cfg.males]
+            trained = [c for c in children if not self.ledger.records[c.key].pending]  # not cut by the budget
+            self.males = self._rank_males(self.males + trained, champion)[: cfg.males]
         self._end_generation(g, champion)
+
+    def _parents(self, i: int, ranked_m: list, female) -> tuple:
+        """The two male parents of the i-th child (see docs/ALGORITHM.md, "Mating"): the i-th ranked
+        male and a father from the top half. choice: the female judges up to --choice-sample top-half
+        males by her own predicted final loss and takes the one she predicts best; ranked: a random
+        top-half male; random: any two males."""
+        cfg = self.cfg
+        if cfg.pairing == "random":
+            pair = random.sample(ranked_m, 2) if len(ranked_m) >= 2 else ranked_m * 2
+            return pair[0], pair[1]
+        mother = ranked_m[i % len(ranked_m)]
+        top = ranked_m[: max(2, len(ranked_m) // 2)]
+        fathers = [m for m in top if m is not mother] or top
+        if cfg.pairing == "choice" and female is not None and self._judge(female) is not None:
+            sample = random.sample(fathers, min(cfg.choice_sample, len(fathers)))
+            recs = [self.ledger.records[m.key] for m in sample]
+            unknown = [r for r in recs if r.target is None and r.features is not None]
+            guess = dict(zip((r.key for r in unknown), self.fem.predict_losses(female, self.fem_archive(), unknown)))
+            def worth(m):  # the truth where it is known, else her calibrated prediction
+                r = self.ledger.records[m.key]
+                w = r.target if r.target is not None else guess.get(m.key, INF)
+                return (w if math.isfinite(w) else INF, ranked_m.index(m))
+            return mother, min(sample, key=worth)
+        return mother, random.choice(fathers)
+
+    def _credit(self, keys: list[str]) -> None:
+        """A female is credited with each child of hers that was fully trained: the fraction of the
+        earlier archive that the child beats (1: better than every architecture trained before it)."""
+        if not self.fem:
+            return
+        for k in keys:
+            rec = self.ledger.records[k]
+            if rec.female is None or not rec.fully_trained or not math.isfinite(rec.target):
+                continue
+            others = [r.target for r in self.ledger.archive if r is not rec]
+            q = float(np.mean([t > rec.target for t in others])) if others else 0.5
+            self.credit.setdefault(rec.female, []).append(q)
+
+    def _load_prior(self) -> None:
+        """The warm-start records; the journal keeps their keys, so a resumed search uses the same."""
+        from evo.warmstart import load_warm_start
+
+        cfg = self.cfg
+        recs = load_warm_start(cfg.warm_start, early_steps=self.E, full_steps=self.F, features=self.fem.features,
+                               tracking_uri=getattr(self.tracker, "uri", None) or cfg.tracking_uri,
+                               experiment=cfg.experiment, preset=self.preset.name,
+                               exclude={self.ckpt.run_id} if getattr(self.ckpt, "run_id", None) else frozenset())
+        if cfg.table:  # a search by lookup must not learn its own table's answers
+            from evo.table import load_table
+
+            rows = {genes_key(g) for g in load_table(cfg.table).space().row_genes}
+            shared = [r.key for r in recs if genes_key(r.genes) in rows]
+            if shared:
+                raise ValueError(f"--warm-start {cfg.warm_start} shares {len(shared)} architectures with --table "
+                                 f"{cfg.table} (e.g. {shared[0]}): the females would know the answers; split the "
+                                 f"table first (python -m evo.bench split, docs/TABLES.md)")
+        keys = self.ckpt.once("warm", lambda: [r.key for r in recs])
+        by_key = {r.key: r for r in recs}
+        missing = [k for k in keys if k not in by_key]
+        if missing:
+            raise ValueError(f"--warm-start {cfg.warm_start}: {len(missing)} of the {len(keys)} curves this search "
+                             f"started with are gone (e.g. {missing[0]}); resume needs the same curves")
+        self.prior = [by_key[k] for k in keys]
+
+    def fem_archive(self) -> list[Evaluation]:
+        """What the females learn from: the warm-start records, less any architecture this search has
+        evaluated itself (a curve is never in the archive twice), then the search's own archive."""
+        seen = {genes_key(r.genes) for r in self.ledger.records.values()}
+        return [r for r in self.prior if genes_key(r.genes) not in seen] + self.ledger.archive
 
     def _judge(self, champion):
         """The champion, when there is an archive to calibrate her on (else the early loss ranks)."""
-        return champion if self.ledger.archive else None
+        return champion if self.ledger.archive or self.prior else None
 
     def _promote(self, g: int, children: list, champion) -> list[str]:
         """The ranker's top `promote` children plus `promote_random` drawn from the rest."""
@@ -203,7 +302,7 @@ class Search:
         recs = [r for r in (self.ledger.records[c.key] for c in children) if r.early_done]
         if champion is not None:
             score = self.fem.raw(champion, recs)
-            shown = self.fem.predict_losses(champion, self.ledger.archive, recs)
+            shown = self.fem.predict_losses(champion, self.fem_archive(), recs)
             for rec, s, p in zip(recs, score, shown):
                 rec.score, rec.predicted = float(s), float(p)
         else:
@@ -229,7 +328,7 @@ class Search:
         target = [r.target for r in recs]
         pending = [j for j, t in enumerate(target) if t is None and math.isfinite(early[j])]
         if self.cfg.mode == "combined" and champion is not None and pending:
-            shown = self.fem.predict_losses(champion, self.ledger.archive, [recs[j] for j in pending])
+            shown = self.fem.predict_losses(champion, self.fem_archive(), [recs[j] for j in pending])
             for j, p in zip(pending, shown):
                 target[j] = float(p)
         for ind, e, t in zip(pop, early, target):
@@ -250,6 +349,7 @@ class Search:
     def _end_generation(self, g: int, champion) -> None:
         best, compute = self.ledger.best(), self.ledger.compute
         row = {"arch/best_val_loss": best.target if best else INF, "archive/size": len(self.ledger.archive),
+               "archive/warm": len(self.prior),
                "cost/flops": compute["flops"], "cost/seconds": compute["seconds"],
                "cost/full_trainings": compute["full_trainings"],
                "cost/early_trainings": compute["early_trainings"]}
@@ -274,6 +374,11 @@ class Search:
             "archive": [{"key": r.key, "genes": r.genes, "target": r.target, "features": r.features}
                         for r in self.ledger.archive],
             "best": self.ledger.best_entry(),
+            "lineage": [{"key": r.key, "generation": r.generation, "parents": r.parents, "female": r.female,
+                         "female_child": r.female_child, "role": r.role,
+                         "target": r.target if r.target is not None and math.isfinite(r.target) else None}
+                        for r in self.ledger.records.values() if r.female is not None],
+            "credit": {f: c for f, c in self.credit.items()},
             "compute": dict(self.ledger.compute),
             "history": self.ledger.history,
             "logbook": list(self.logbook),

@@ -16,6 +16,7 @@ from primitives.pset import compile_tree, ensure_pred_types, make_pset
 
 MIN_FIT, MIN_HOLDOUT = 3, 2
 REFERENCE = "v_last"  # the last early validation loss: a strong predictor that needs no fitting
+CREDIT_WEIGHT = 0.1  # how much a female's record as a chooser moves her in the mating order (in tau)
 
 
 class Females:
@@ -82,6 +83,16 @@ class Females:
     def ranked(pop: list) -> list:
         """Best first: higher fit tau, then smaller tree, then text (deterministic)."""
         return sorted(pop, key=lambda i: (-i.fitness.values[0], i.fitness.values[1], str(i)))
+
+    @staticmethod
+    def mating_order(ranked: list, credit: dict[str, list[float]], weight: float = CREDIT_WEIGHT) -> list:
+        """The order in which females pair: fit tau plus `weight` x (mean credit - 0.5), where a
+        female's credit is the fraction of the archive that each of her fully trained children beat
+        (no record: no bonus). A female whose choices turned out well mates first and more often."""
+        def merit(i):
+            c = credit.get(str(i))
+            return i.fitness.values[0] + (weight * (float(np.mean(c)) - 0.5) if c else 0.0)
+        return sorted(ranked, key=lambda i: (-merit(i), i.fitness.values[1], str(i)))
 
     def champion(self, top: int = 5):
         """The formula that ranks children: the reference (v_last) unless one of the top females by

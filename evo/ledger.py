@@ -38,6 +38,10 @@ class Evaluation:
     role: str = ""
     """baseline, bootstrap, init, child, promoted, random, early-only, trial, pruned@<steps>, ..."""
     parents: list[str] = field(default_factory=list)
+    female: str | None = None
+    """the formula of the female whose pair produced this architecture (the lineage's other half)"""
+    female_child: str | None = None
+    """the formula of the predictor child of the same mating"""
     early: dict | None = None
     """the result (an executor's dict) of the latest phase below the full budget"""
     full: dict | None = None

@@ -482,11 +482,13 @@ class Tracker:
     def log_phase(self, key: str, result: dict, *, phase: str, outcome: bool, genes: dict | None = None,
                   seed: int | None = None, generation: int | None = None, role: str = "", parents=(),
                   features: dict | None = None, early_val: float | None = None, method: str | None = None,
-                  run_id: str | None = None, after_step: int = -1) -> str:
+                  run_id: str | None = None, after_step: int = -1, female: str | None = None,
+                  female_child: str | None = None) -> str:
         """One trained phase of an evaluation (its child run is created by the first): every child
         metric, param and tag name and every length limit lives here. `outcome`: log the phase's
         best/final losses (a full-budget phase; every rung for the peers); `genes` and `seed` go in
-        as params with the first phase."""
+        as params with the first phase; `female`/`female_child` (the mating's female and predictor
+        child, as formulas) link the architecture to its lineage's other half."""
         metrics = {"cost/flops": result.get("flops"), "cost/seconds": result.get("eval_seconds"),
                    "arch/n_params": result.get("n_params"), "perf/train_tokens_per_s": result.get("tokens_per_s")}
         if early_val is not None:
@@ -502,6 +504,8 @@ class Tracker:
                 "dimorph.error": (result.get("error") or "")[:ERROR_CHARS]}
         if generation is not None:
             tags["dimorph.generation"] = generation
+        if female is not None:
+            tags.update({"dimorph.female": female[:JUDGE_CHARS], "dimorph.female_child": (female_child or "")[:JUDGE_CHARS]})
         if method is not None:
             tags.update({"dimorph.method": method, "dimorph.steps": result.get("steps")})
         return self.log_evaluation(key, result, params, tags, metrics, run_id=run_id, after_step=after_step)

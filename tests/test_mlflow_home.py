@@ -308,3 +308,14 @@ def test_resumed_children_still_name_their_parents_by_run_id(tmp_path, shakespea
     for k in children:  # created after the resume, naming parents created before it
         assert k.data.tags["dimorph.parents"].split(",") == [by_key[x] for x in k.data.tags["dimorph.parent_keys"].split(",")]
     assert len({k.info.run_name for k in kids}) == 7
+
+
+def test_the_male_child_run_names_the_female_half_of_its_mating(search):
+    cfg, summary, other, client = search
+    parent, kids = runs_of(client, summary["mlflow"]["run_id"])
+    lineage = {r["key"]: r for r in json.loads((cfg.out_dir / "checkpoint.json").read_text())["lineage"]}
+    children = {k.data.tags["dimorph.eval_key"]: k.data.tags for k in kids if k.data.tags.get("dimorph.parent_keys")}
+    assert sorted(children) == sorted(lineage) == ["g1-c0", "g1-c1", "g1-c2"]
+    for key, tags in children.items():
+        assert tags["dimorph.female"] == lineage[key]["female"] and tags["dimorph.female_child"] == lineage[key]["female_child"]
+        assert lineage[key]["parents"] == tags["dimorph.parent_keys"].split(",")

@@ -226,3 +226,28 @@ def test_the_warm_start_benchmark_on_the_synthetic_table(searched, tmp_path):
             assert r["n_fit"][s] + r["n_holdout"][s] == 10 + r["warm"]
     assert [r["warm"] for r in res["results"]] == [0, 10, 25]
     assert res["results"][0]["female_minus_no_warm"]["values"] == [0.0, 0.0]
+
+
+def test_a_search_warm_started_from_the_other_half_of_its_table(searched, tmp_path):
+    from evo.bench import main
+    from evo.run import cli
+
+    d, *_ = searched
+    a, b = tmp_path / "A", tmp_path / "B"
+    assert main(["split", str(d), "--out", str(a), str(b), "--seed", "1"]) == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--table", str(b), "--gens", "2", "--no-progress", "--tracking-uri", uri, "--warm-start", str(a),
+            "--bootstrap", "3", "--males", "4", "--offspring", "3"]
+    assert cli(args + ["--out", str(tmp_path / "w")]) == 0
+    snap = read_snapshot(tmp_path / "w")
+    warm = load_warm_start(str(a), early_steps=E, full_steps=F, features=tuple(snap["female_features"]))
+    assert len(warm) == len(Table(a).ids) == 30
+    assert [row.get("archive/warm") for row in snap["logbook"]] == [30, 30, 30]
+    assert len(snap["archive"]) == snap["compute"]["full_trainings"]  # the warm curves stay the females'
+    assert snap["logbook"][0]["archive/size"] == 3  # the search's own archive: its 3 bootstraps
+    # resumed, the same warm curves are used (their keys are journaled) and nothing changes
+    assert cli(args + ["--out", str(tmp_path / "w"), "--resume", "--gens", "3"]) == 0
+    again = read_snapshot(tmp_path / "w")
+    assert again["logbook"][:3] == snap["logbook"] and again["logbook"][3]["archive/warm"] == 30
+    # the table it searches must not be the one it learns from
+    assert cli(args + ["--out", str(tmp_path / "bad"), "--warm-start", str(d)]) == 2
