@@ -38,6 +38,11 @@ class Config:
     """children promoted to the full budget per generation by the females' ranking"""
     promote_random: int = 1
     """extra children promoted at random (keeps the archive unbiased by the females' own picks)"""
+    rungs: int = 0
+    """successive-halving rungs between the early and the full budget: rung k trains the best
+    1/eta of the rung before to eta^k times the early budget, each ranked by the champion female"""
+    eta: int = 3
+    """rungs' reduction factor: each rung keeps 1/eta of its candidates and trains them eta x longer"""
     bootstrap: int = 8
     """random architectures fully trained in generation 0 (the archive's seed)"""
     pred_steps: int = 5
@@ -107,6 +112,8 @@ class Config:
         need(self.promote + self.promote_random <= self.offspring,
              f"promote + promote_random ({self.promote} + {self.promote_random}) must not exceed "
              f"offspring ({self.offspring})")
+        need(self.rungs >= 0, f"rungs must be >= 0, got {self.rungs}")
+        need(self.eta >= 2, f"eta must be >= 2, got {self.eta}")
         need(self.bootstrap >= 3, f"bootstrap must be >= 3 (females need an archive to rank), got {self.bootstrap}")
         need(self.budget_flops is None or self.budget_flops > 0,
              f"budget_flops must be > 0, got {self.budget_flops}")

@@ -89,26 +89,28 @@ class Search:
 
     def _absorb(self, task: EvalTask, res: dict) -> None:
         rec = self.ledger.records[task.key.split("/")[0]]
+        before = rec.result["steps"] if rec.result else -1
         self.ledger.absorb(rec, task, res)
         if task.phase == "early" and rec.early_done:
             rec.features = self._features(rec)
-        self._log(rec, task, res)
+        self._log(rec, task, res, before)
 
-    def _features(self, rec: Evaluation) -> dict:
+    def _features(self, rec: Evaluation, upto: int | None = None) -> dict:
+        """Features of the curve so far, cut at `upto` steps (the early budget unless a rung's)."""
         r = rec.early
         steps = r.get("train_steps") or list(range(1, len(r["train_losses"]) + 1))
-        return curve_features(steps, r["train_losses"], r["eval_steps"], r["val_losses"], self.E, self.F,
+        return curve_features(steps, r["train_losses"], r["eval_steps"], r["val_losses"], upto or self.E, self.F,
                               n_params=r.get("n_params"), lr=rec.genes.get("lr"))
 
-    def _log(self, rec: Evaluation, task: EvalTask, res: dict) -> None:
+    def _log(self, rec: Evaluation, task: EvalTask, res: dict, before: int = -1) -> None:
         def write():
             run_id = rec.run_id or (self.tracker.find_child(rec.key) if self.cfg.resume else None)
             early = task.phase == "early"
             return self.tracker.log_phase(
-                rec.key, res, phase=task.phase, outcome=not early, genes=task.genes if early else None,
+                rec.key, res, phase=task.phase, outcome=task.phase in ("full", "straight"), genes=task.genes if early else None,
                 seed=task.seed, generation=rec.generation, role=rec.role, parents=rec.parents,
                 features=rec.features if early else None, early_val=rec.early_val if early else None,
-                run_id=run_id, after_step=self.E if task.phase == "full" else -1,
+                run_id=run_id, after_step=before,
                 female=rec.female if early else None, female_child=rec.female_child if early else None)
         rec.run_id = self.ckpt.once(f"log/{task.key}", write)
 
@@ -210,7 +212,8 @@ class Search:
                 pred_children.append(pred)
                 rec.female, rec.female_child = str(female), str(pred)
         self._early([c.key for c in children])
-        promoted = self._promote(g, children, champion)
+        chosen, lucky = self._promote(g, children, champion)
+        promoted = self._rungs(chosen, champion) + lucky
         self._continue(promoted)
         self._release([c.key for c in children if c.key not in promoted])
         self._credit(promoted)
@@ -296,8 +299,9 @@ class Search:
         """The champion, when there is an archive to calibrate her on (else the early loss ranks)."""
         return champion if self.ledger.archive or self.prior else None
 
-    def _promote(self, g: int, children: list, champion) -> list[str]:
-        """The ranker's top `promote` children plus `promote_random` drawn from the rest."""
+    def _promote(self, g: int, children: list, champion) -> tuple[list[str], list[str]]:
+        """The ranker's top `promote` children (with rungs: the top 1/eta, for the first rung) plus
+        `promote_random` drawn from the rest: (chosen, best first; the random ones)."""
         champion = self._judge(champion)
         recs = [r for r in (self.ledger.records[c.key] for c in children) if r.early_done]
         if champion is not None:
@@ -309,15 +313,50 @@ class Search:
             for rec in recs:
                 rec.score = rec.predicted = rec.early_val
         order = [r.key for r in sorted(recs, key=lambda r: (r.score, r.key))]
-        chosen = order[: self.cfg.promote]
-        rest = order[self.cfg.promote:]
+        n = self._keep(len(order), final=not self.rung_steps())
+        chosen, rest = order[:n], order[n:]
         lucky = random.sample(rest, min(self.cfg.promote_random, len(rest)))
         judge = str(champion) if champion is not None else "early-val-loss"
         for rec in recs:
             rec.role = "promoted" if rec.key in chosen else "random" if rec.key in lucky else "early-only"
             self.ckpt.once(f"pred/{rec.key}", lambda rec=rec: self.tracker.log_decision(
                 rec.key, rec.run_id, rec.role, judge, rec.predicted, rec.score))
-        return chosen + lucky
+        return chosen, lucky
+
+    def rung_steps(self) -> list[int]:
+        """The rungs' budgets between the early and the full one: E * eta^k, k = 1 .. rungs."""
+        return [s for s in (self.E * self.cfg.eta ** k for k in range(1, self.cfg.rungs + 1)) if s < self.F]
+
+    def _rungs(self, ranked: list[str], champion) -> list[str]:
+        """Successive halving between the early and the full budget: the chosen candidates continue
+        to each rung, and the champion, applied to the curve so far, keeps the best 1/eta of them (at
+        least `promote`, exactly `promote` at the last rung). Returns the keys that go on to the full
+        budget (the random ones of `_promote` go there unjudged, by the caller)."""
+        judge = self._judge(champion)
+        for steps in self.rung_steps():
+            recs = [self.ledger.records[k] for k in ranked]
+            self._run([self._task(f"{r.key}/r{steps}", r.genes, steps, "rung", load=r.state_file) for r in recs
+                       if r.early_done])
+            alive = [r for r in recs if r.early_done]
+            if judge is not None and alive:
+                score = self.fem.raw(judge, [Evaluation(r.key, r.genes, features=self._features(r, steps))
+                                             for r in alive])
+                score = [float(x) if np.isfinite(x) else INF for x in score]
+            else:  # no archive yet: the validation loss at the rung
+                score = [r.early["val_losses"][-1] if r.early.get("val_losses") else INF for r in alive]
+            order = [r.key for _, r in sorted(zip(score, alive), key=lambda x: (x[0], x[1].key))]
+            keep = order[: self._keep(len(order), final=steps == self.rung_steps()[-1])]
+            for r in recs:
+                if r.key not in keep:
+                    r.role = f"rung@{steps}"
+                    self.ckpt.once(f"rung/{r.key}", lambda r=r: self.tracker.log_decision(r.key, r.run_id, r.role))
+            self._release([r.key for r in recs if r.key not in keep])
+            ranked = keep
+        return ranked
+
+    def _keep(self, n: int, final: bool) -> int:
+        """Candidates a judging step keeps: `promote` at the last one, else n / eta (at least `promote`)."""
+        return self.cfg.promote if final else max(self.cfg.promote, -(-n // self.cfg.eta))
 
     def _rank_males(self, pop: list, champion) -> list:
         """Best first. male: early val loss; combined: NSGA-II fronts on (early val loss, target),

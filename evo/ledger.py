@@ -46,6 +46,8 @@ class Evaluation:
     """the result (an executor's dict) of the latest phase below the full budget"""
     full: dict | None = None
     """the result of the phase that reached the full budget (failed or not)"""
+    screen: dict | None = None
+    """the result of the first phase below the full budget (the early phase all candidates get)"""
     features: dict | None = None
     """early-curve features (primitives.features), when the early phase did not fail"""
     target: float | None = None
@@ -88,8 +90,9 @@ class Evaluation:
 
     @property
     def early_val(self) -> float:
-        """The last validation loss of the early phase (inf when it failed or is missing)."""
-        r = self.early
+        """The last validation loss of the early phase (inf when it failed or is missing); a later
+        rung below the full budget does not change it, so candidates are compared at one budget."""
+        r = self.screen or self.early
         if not r or failed(r) or not r.get("val_losses"):
             return INF
         v = r["val_losses"][-1]
@@ -132,6 +135,7 @@ class Ledger:
         if full:
             rec.full = res
         else:
+            rec.screen = rec.screen or res
             rec.early = res
         if failed(res):
             rec.target = INF

@@ -123,3 +123,29 @@ def test_generation_0_is_checked_against_the_budget_too(table, tmp_path):
     cfg = s.cfg
     base = s.ledger.records["g0-b0"].genes
     assert step_cost(cfg, s.preset, base) == t.cost_per_step[t.row_of(base)]
+
+
+def test_rungs_halve_the_chosen_children_by_the_champion_on_the_longer_curve(table, tmp_path):
+    s = search(table, tmp_path, mode="combined", gens=2, offspring=9, rungs=1, eta=3, promote=1, promote_random=1)
+    s.run()
+    s.ckpt.close()
+    E, F = s.E, s.F
+    assert s.rung_steps() == [3 * E]
+    recs = s.ledger.records
+    for g in (1, 2):
+        kids = [recs[f"g{g}-c{i}"] for i in range(9)]
+        rung = [r for r in kids if r.role == f"rung@{3 * E}"]
+        full = [r for r in kids if r.full is not None]
+        assert len(rung) == 2 and len(full) == 2  # 9 -> 3 at the rung -> 1, plus the random one
+        for r in rung:  # stopped at the rung: its curve reaches 3E, its early loss is still the one at E
+            assert r.early["steps"] == 3 * E and r.screen["steps"] == E
+            assert r.early_val == r.screen["val_losses"][-1]
+        promoted = [r for r in kids if r.role == "promoted"]
+        assert len(promoted) == 1 and promoted[0].fully_trained
+    t = load_table(table)
+    # every phase is paid once: 9 early + 3 rung continuations + 2 continuations per generation
+    cost = sum(t.cost_per_step[t.row_of(r.genes)] * ((r.full or r.early)["steps"]) for r in recs.values()
+               if not r.pending)
+    assert s.ledger.compute["flops"] == pytest.approx(cost)
+    # generation 0: 4 bootstrap + 2 extra males (males 6) early phases; then 9 early + 3 rung per generation
+    assert s.ledger.compute["early_trainings"] == 6 + 2 * (9 + 3)
