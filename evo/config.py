@@ -28,12 +28,15 @@ class Config:
     """female (predictor) population size"""
     offspring: int = 12
     """mating pairs per generation: each yields one architecture child and one predictor child"""
-    pairing: str = "choice"
-    """how pairs mate: choice (each female picks her child's two male parents from a random sample of
-    --choice-sample males by her own predicted final loss, and is credited with how the child turned
-    out), ranked (the i-th male with a random top-half male, the i-th female), random (the ablation)"""
+    pairing: str = "ranked"
+    """how pairs mate: ranked (the i-th male with a random top-half father, the i-th female in mating
+    order), choice (the female picks the father among --choice-sample top-half males: the truth where
+    known, else her own prediction), random (random males and females: the ablation)"""
     choice_sample: int = 4
-    """males a female judges when she chooses her child's parents (pairing choice)"""
+    """top-half males a female judges when she chooses the father (pairing choice)"""
+    credit: float = 0.0
+    """weight of a female's record (how her fully trained architecture children did) in the mating
+    order, in Kendall-tau units (0: fit tau alone)"""
     promote: int = 1
     """children promoted to the full budget per generation by the females' ranking"""
     promote_random: int = 1
@@ -106,6 +109,7 @@ class Config:
         need(self.females >= 2, f"females must be >= 2, got {self.females}")
         need(self.offspring >= 1, f"offspring must be >= 1, got {self.offspring}")
         need(self.pairing in PAIRINGS, f"pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
+        need(0.0 <= self.credit <= 1.0, f"credit must be in [0, 1], got {self.credit}")
         need(self.choice_sample >= 2, f"choice_sample must be >= 2, got {self.choice_sample}")
         need(self.promote >= 0, f"promote must be >= 0, got {self.promote}")
         need(self.promote_random >= 0, f"promote_random must be >= 0, got {self.promote_random}")

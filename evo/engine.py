@@ -182,7 +182,7 @@ class Search:
         cfg, tb = self.cfg, self.arch_tb
         champion = self.fem.champion() if self.fem else None
         ranked_m = self._rank_males(self.males, champion) if self.males else []
-        ranked_f = self.fem.mating_order(self.fem.ranked(self.fem.pop), self.credit) if self.fem else []
+        ranked_f = self.fem.mating_order(self.fem.ranked(self.fem.pop), self.credit, self.cfg.credit) if self.fem else []
         children, pred_children = [], []
         for i in range(cfg.offspring):
             key = f"g{g}-c{i}"

@@ -28,7 +28,7 @@ def search(table, out, **kw) -> Search:
 
 
 def test_a_choosing_female_takes_the_father_she_judges_best(table, tmp_path):
-    s = search(table, tmp_path, mode="combined", gens=1, choice_sample=6, males=8)
+    s = search(table, tmp_path, mode="combined", gens=1, pairing="choice", choice_sample=6, males=8)
     s.run()
     s.ckpt.close()
     ranked_m = s._rank_males(s.males, s.fem.champion())
