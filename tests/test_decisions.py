@@ -90,14 +90,15 @@ def test_promotion_takes_the_best_early_children_and_one_drawn_from_the_rest(sea
     for k in kids:
         s.ledger.records[k.key].run_id = None
     random.seed(4)
-    chosen = s._promote(1, kids, None)
-    assert chosen[:2] == ["m1", "m3"]  # the two lowest early validation losses
-    assert chosen[2] in {"m0", "m2", "m5"}  # one of the rest; the failed m4 never
+    best, lucky = s._promote(1, kids, None)
+    chosen = best + lucky
+    assert best == ["m1", "m3"]  # the two lowest early validation losses
+    assert len(lucky) == 1 and chosen[2] in {"m0", "m2", "m5"}  # one of the rest; the failed m4 never
     roles = {k.key: s.ledger.records[k.key].role for k in kids if k.key != "m4"}
     assert roles["m1"] == roles["m3"] == "promoted" and roles[chosen[2]] == "random"
     assert sum(r == "early-only" for r in roles.values()) == 2
     random.seed(4)
-    assert s._promote(1, kids, None) == chosen  # the draw comes from the seeded global RNG
+    assert s._promote(1, kids, None) == (best, lucky)  # the draw comes from the seeded global RNG
 
 
 def test_promotion_by_a_champion_follows_her_ranking_not_the_early_loss(search):
@@ -110,5 +111,5 @@ def test_promotion_by_a_champion_follows_her_ranking_not_the_early_loss(search):
         Evaluation("a", {}, target=1.0, features={f: 0.0 for f in s.fem.features} | {"sotl": 1.0}),
         Evaluation("b", {}, target=2.0, features={f: 0.0 for f in s.fem.features} | {"sotl": 2.0})]
     champ = s.fem.from_strings(["sotl"])[0]
-    assert s._promote(1, kids, champ) == ["m0", "m2"]  # lowest sotl first, whatever the early loss
+    assert s._promote(1, kids, champ) == (["m0", "m2"], [])  # lowest sotl first, whatever the early loss
     assert s.ledger.records["m0"].predicted == pytest.approx(1.0) and s.ledger.records["m2"].predicted == pytest.approx(2.0)
