@@ -32,13 +32,8 @@ from benchmarks import predictors_table as pt  # noqa: E402
 from evo.ledger import records_from_rows  # noqa: E402
 from primitives.fitness import kendall_tau  # noqa: E402
 
-# -- one (split, W) cell ------------------------------------------------------------------------
-_DATA: dict = {}
-
-
-def _init_worker(data: dict) -> None:
-    _DATA.clear()
-    _DATA.update(data)
+# -- one (split, W) cell (workers get the shared data once, as in predictors_table) -------------
+_DATA, _init_worker = pt._DATA, pt._init_worker
 
 
 def run_cell(task: dict) -> dict:

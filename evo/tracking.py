@@ -777,11 +777,7 @@ def experiment_curves(experiment: str, train_metric: str, val_metric: str | None
     (as in search_curves; [] for a missing metric), "final": the latest `final_metric` (None
     without one), "n_params", "lr": the run's param or metric of those keys (None without)}."""
     client = read_client(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = sorted(e.name for e in client.search_experiments(max_results=50))
-        raise TrackingError(f"no experiment named {experiment!r} in {resolve_uri(tracking_uri)} "
-                            f"(it has {', '.join(map(repr, names)) or 'none'})")
+    exp = _experiment_named(client, experiment, tracking_uri)
     out = []
     for run in _every_run(client, [exp.experiment_id]):
         rid = run.info.run_id
@@ -805,16 +801,22 @@ def _param_value(text: str):
         return text
 
 
-def experiment_searches(experiment: str, tracking_uri: str | None = None) -> list[dict]:
-    """The Dimorph searches (parent runs) of an experiment, in the order they started (read only).
-    Each is {"run_id", "status", "start_time", "preset": its `preset.name` param (else `preset`),
-    "full_steps", "early_steps": its `preset.*` params as ints (None without)}."""
-    client = read_client(tracking_uri)
+def _experiment_named(client, experiment: str, tracking_uri: str | None):
+    """The experiment called `experiment`; TrackingError naming the ones there are when none is."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments(max_results=50))
         raise TrackingError(f"no experiment named {experiment!r} in {resolve_uri(tracking_uri)} "
                             f"(it has {', '.join(map(repr, names)) or 'none'})")
+    return exp
+
+
+def experiment_searches(experiment: str, tracking_uri: str | None = None) -> list[dict]:
+    """The Dimorph searches (parent runs) of an experiment, in the order they started (read only).
+    Each is {"run_id", "status", "start_time", "preset": its `preset.name` param (else `preset`),
+    "full_steps", "early_steps": its `preset.*` params as ints (None without)}."""
+    client = read_client(tracking_uri)
+    exp = _experiment_named(client, experiment, tracking_uri)
     out = []
     for run in _every_run(client, [exp.experiment_id]):
         if run.data.tags.get("dimorph.kind") != "search" or run.data.tags.get("mlflow.parentRunId"):
