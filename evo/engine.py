@@ -229,8 +229,8 @@ class Search:
     def _parents(self, i: int, ranked_m: list, female) -> tuple:
         """The two male parents of the i-th child (see docs/ALGORITHM.md, "Mating"): the i-th ranked
         male and a father from the top half. choice: the female judges up to --choice-sample top-half
-        males by her own predicted final loss and takes the one she predicts best; ranked: a random
-        top-half male; random: any two males."""
+        males (by the true target where it is known, else her own calibrated prediction) and takes the
+        best; ranked: a random top-half male; random: any two males."""
         cfg = self.cfg
         if cfg.pairing == "random":
             pair = random.sample(ranked_m, 2) if len(ranked_m) >= 2 else ranked_m * 2
@@ -252,7 +252,7 @@ class Search:
 
     def _credit(self, keys: list[str]) -> None:
         """A female is credited with each child of hers that was fully trained: the fraction of the
-        earlier archive that the child beats (1: better than every architecture trained before it)."""
+        rest of the archive (as it stands after this generation's promotions) that the child beats."""
         if not self.fem:
             return
         for k in keys:
@@ -292,8 +292,7 @@ class Search:
     def fem_archive(self) -> list[Evaluation]:
         """What the females learn from: the warm-start records, less any architecture this search has
         evaluated itself (a curve is never in the archive twice), then the search's own archive."""
-        seen = {genes_key(r.genes) for r in self.ledger.records.values()}
-        return [r for r in self.prior if genes_key(r.genes) not in seen] + self.ledger.archive
+        return [r for r in self.prior if genes_key(r.genes) not in self.seen] + self.ledger.archive
 
     def _judge(self, champion):
         """The champion, when there is an archive to calibrate her on (else the early loss ranks)."""
