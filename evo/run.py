@@ -261,11 +261,12 @@ def format_summary(s: dict) -> str:
     b, lines = s.get("best") or {}, ["", f"== Dimorph {s['mode']} search on {s['preset']} (seed {s['seed']}) =="]
     if b:
         genes = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["genes"].items())
+        speed, plain = (b.get(k, float("nan")) for k in ("inference_tokens_per_s", "inference_tokens_per_s_no_cache"))
+        infer = (f"inference {speed:.0f} tok/s with KV cache, {plain:.0f} without" if math.isfinite(speed)
+                 else "inference not measured (no model: a table lookup)")
         lines += [f"best architecture {b['key']}: {genes} ({b['n_params']:,} params)",
                   f"  final train loss {b['final_train_loss']:.4f} | best val loss {b['best_val_loss']:.4f} "
-                  f"(step {b['best_val_step']}) | train time {b['train_time_s']:.1f} s | inference "
-                  f"{b.get('inference_tokens_per_s', float('nan')):.0f} tok/s with KV cache, "
-                  f"{b.get('inference_tokens_per_s_no_cache', float('nan')):.0f} without"]
+                  f"(step {b['best_val_step']}) | train time {b['train_time_s']:.1f} s | {infer}"]
     else:
         lines.append("no architecture finished training (all diverged or failed)")
     base = s.get("baseline_best_val_loss")

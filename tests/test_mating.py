@@ -151,13 +151,14 @@ def test_rungs_halve_the_chosen_children_by_the_champion_on_the_longer_curve(tab
     assert s.ledger.compute["early_trainings"] == 6 + 2 * (9 + 3)
 
 
-def test_a_search_with_rungs_and_choice_resumes_to_the_same_result(table, tmp_path):
+def test_a_search_with_rungs_and_choice_resumes_to_the_same_result(table, tmp_path, capsys):
     from evo.checkpoint import read_snapshot
     from evo.run import cli
 
     args = ["--table", table, "--no-progress", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--rungs", "1",
             "--pairing", "choice", "--bootstrap", "3", "--males", "4", "--offspring", "6", "--seed", "2"]
     assert cli(args + ["--gens", "3", "--out", str(tmp_path / "a")]) == 0
+    assert "inference not measured (no model: a table lookup)" in capsys.readouterr().out
     assert cli(args + ["--gens", "1", "--out", str(tmp_path / "b")]) == 0
     assert cli(args + ["--gens", "3", "--out", str(tmp_path / "b"), "--resume"]) == 0
     a, b = read_snapshot(tmp_path / "a"), read_snapshot(tmp_path / "b")
