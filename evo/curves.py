@@ -25,6 +25,8 @@ import csv
 import sys
 from pathlib import Path
 
+from evo.predict import parse_args_or_exit_code
+
 PROG = "python -m evo.curves"
 
 
@@ -104,11 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    ap = build_parser()
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_args_or_exit_code(build_parser(), argv)
+    if isinstance(args, int):  # --help, or a bad flag (argparse printed why)
+        return args
     if args.experiment and not args.train_metric:
         print(f"{PROG}: error: --experiment needs --train-metric", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evo.predict import InputError, _finite, check_budget_flags, read_curves, read_table
+from evo.predict import InputError, _finite, check_budget_flags, parse_args_or_exit_code, read_curves, read_table
 from primitives.baselines import BASELINES
 from primitives.features import curve_features
 from primitives.fitness import _unit_hash, calibrate, kendall_tau, spearman
@@ -283,11 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (2 for bad input)."""
-    ap = build_parser()
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_args_or_exit_code(build_parser(), argv)
+    if isinstance(args, int):  # --help, or a bad flag (argparse printed why)
+        return args
     try:
         check_budget_flags(args.early_steps, args.full_steps)
         if args.max_seconds is not None and not args.max_seconds > 0:

@@ -220,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def parse_args_or_exit_code(ap, argv):
+    """The parsed args, or the exit code argparse chose (0 for --help, 2 for a bad flag): the curve
+    CLIs' `main` returns codes instead of exiting, so that callers and tests can use them."""
+    try:
+        return ap.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
 def check_budget_flags(early_steps: int, full_steps: int) -> None:
     """--early-steps and --full-steps as the curve CLIs take them (InputError naming both)."""
     if not 0 < early_steps <= full_steps <= MAX_STEPS:
@@ -228,11 +237,9 @@ def check_budget_flags(early_steps: int, full_steps: int) -> None:
 
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (2 for bad input)."""
-    ap = build_parser()
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_args_or_exit_code(build_parser(), argv)
+    if isinstance(args, int):  # --help, or a bad flag (argparse printed why)
+        return args
     try:
         check_budget_flags(args.early_steps, args.full_steps)
         if args.json and not args.finals:
