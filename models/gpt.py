@@ -42,6 +42,34 @@ class GPTConfig:
         return int(round(self.mlp_ratio * self.n_embd))
 
 
+_CAUSAL_MASKS = {}
+
+
+def _causal_mask(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The additive (T, T) causal mask SDPA's math path builds on each call: 0 on and below the diagonal, -inf above."""
+    key = (T, dtype, device)
+    mask = _CAUSAL_MASKS.get(key)
+    if mask is None:
+        allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+        mask = torch.zeros(T, T, dtype=dtype, device=device).masked_fill_(allowed.logical_not(), -math.inf)
+        _CAUSAL_MASKS[key] = mask
+    return mask
+
+
+def _causal_attention_dropout(q, k, v, p: float):
+    """SDPA's math path (ATen's _scaled_dot_product_attention_math) for is_causal with dropout, op by op.
+
+    On CPU, SDPA runs this composite whenever dropout_p > 0; written out here it skips the
+    per-call mask construction and _safe_softmax's all-masked-row check (a causal row always
+    keeps its diagonal), and gives the same values, gradients and dropout draws.
+    """
+    scale = math.sqrt(1.0 / math.sqrt(q.size(-1)))  # SDPA scales q and k by sqrt(1/sqrt(hs)) each
+    att = (q * scale) @ (k.transpose(-2, -1) * scale)
+    att.add_(_causal_mask(q.size(-2), att.dtype, att.device))
+    att = F.dropout(att.softmax(dim=-1), p, training=True)
+    return att @ v
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -66,7 +94,10 @@ class CausalSelfAttention(nn.Module):
             v_buf[:, :, pos:pos + T] = v
             k, v = k_buf[:, :, :pos + T], v_buf[:, :, :pos + T]
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1)
+        if p > 0 and cache is None and T > 1 and q.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+            y = _causal_attention_dropout(q, k, v, p)  # what SDPA computes on CPU, minus its overhead
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

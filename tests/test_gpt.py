@@ -77,3 +77,25 @@ def test_generate_past_block_and_sampling(one_thread):
                            top_k=5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 41) and torch.equal(out, again)
     assert model.generate(torch.zeros(1, 1, dtype=torch.long), 40, use_cache=False).shape == (1, 41)
+
+
+def test_cpu_attention_with_dropout_is_sdpas_math_path(one_thread):
+    """The written-out causal attention gives SDPA's values, gradients and dropout draws exactly."""
+    import torch.nn.functional as F
+
+    from models.gpt import _causal_attention_dropout
+
+    g = torch.Generator().manual_seed(0)
+    for shape, p in (((4, 2, 16, 8), 0.1), ((3, 3, 7, 12), 0.3), ((2, 1, 1, 4), 0.2)):
+        base = [torch.randn(shape, generator=g) for _ in range(3)]
+        grad_out = torch.randn(shape, generator=g)
+        outs = []
+        for attend in (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True),
+                       lambda q, k, v: _causal_attention_dropout(q, k, v, p)):
+            q, k, v = (t.clone().requires_grad_() for t in base)
+            torch.manual_seed(5)
+            y = attend(q, k, v)
+            y.backward(grad_out)
+            outs.append((y.detach(), q.grad, k.grad, v.grad, torch.get_rng_state()))
+        for a, b in zip(*outs):
+            assert torch.equal(a, b)
