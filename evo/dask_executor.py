@@ -11,7 +11,7 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from evo.executors import call, default_fn, failed_result
+from evo.executors import Feed, call, default_fn, failed_result, feed_of
 
 if TYPE_CHECKING:
     from evo.evaluate import EvalTask
@@ -59,16 +59,22 @@ class DaskExecutor:
         key = f"dimorph-{task.key}-{attempt}-{uuid.uuid4().hex[:8]}"
         return self.client.submit(call, self.fn, task, key=key, pure=False)
 
-    def run(self, tasks: Iterable[EvalTask]) -> Iterator[dict]:
+    def run(self, tasks: Iterable[EvalTask] | Feed) -> Iterator[dict]:
         from distributed import wait
         from distributed.comm.core import CommClosedError
         from distributed.scheduler import KilledWorker
 
-        tasks = list(tasks)
-        queue, deaths, lost = deque(range(len(tasks))), [0] * len(tasks), [0] * len(tasks)
+        feed, tasks, queue, deaths, lost = feed_of(tasks), [], deque(), [], []
         out = {}  # future key -> (task index, future)
         try:
-            while queue or out:
+            while True:
+                new = feed.take()  # tasks fed since the last turn (a steady-state search) join the queue
+                queue.extend(range(len(tasks), len(tasks) + len(new)))
+                tasks.extend(new)
+                deaths.extend([0] * len(new))
+                lost.extend([0] * len(new))
+                if not queue and not out:
+                    return
                 room = max(1, sum(self.client.nthreads().values())) - len(out)
                 for _ in range(min(room, len(queue))):
                     j = queue.popleft()

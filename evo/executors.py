@@ -32,6 +32,27 @@ def default_fn() -> Callable:
     return evaluate
 
 
+class Feed:
+    """Tasks handed to a running `executor.run` while it runs (a steady-state search): the driver
+    adds tasks between the results it takes, and the executor picks them up at its next turn. A
+    plain list of tasks is a feed that never grows."""
+
+    def __init__(self, tasks: Iterable[EvalTask] = ()):
+        self._tasks, self._taken = list(tasks), 0
+
+    def add(self, task: EvalTask) -> None:
+        self._tasks.append(task)
+
+    def take(self) -> list:
+        """The tasks added since the last call."""
+        new, self._taken = self._tasks[self._taken:], len(self._tasks)
+        return new
+
+
+def feed_of(tasks) -> Feed:
+    return tasks if isinstance(tasks, Feed) else Feed(tasks)
+
+
 def failed_result(task, error: str) -> dict:
     """The result of an evaluation that could not run: worst fitness, never retried again."""
     return {"key": task.key, "error": error, "diverged": False, "phase": task.phase}
@@ -72,9 +93,13 @@ class SerialExecutor:
     def __init__(self, fn: Callable | None = None):
         self.fn = fn or default_fn()
 
-    def run(self, tasks: Iterable[EvalTask]) -> Iterator[dict]:
-        for task in tasks:
-            yield call(self.fn, task)
+    def run(self, tasks: Iterable[EvalTask] | Feed) -> Iterator[dict]:
+        feed, todo = feed_of(tasks), deque()
+        while True:
+            todo.extend(feed.take())
+            if not todo:
+                return
+            yield call(self.fn, todo.popleft())
 
     def close(self) -> None:
         pass
@@ -180,13 +205,23 @@ class ProcessExecutor:
             self.started += 1
         return w
 
-    def run(self, tasks: Iterable[EvalTask]) -> Iterator[dict]:
-        tasks = list(tasks)
-        pending, deaths = deque(range(len(tasks))), [0] * len(tasks)
+    def run(self, tasks: Iterable[EvalTask] | Feed) -> Iterator[dict]:
+        feed, tasks, pending, deaths = feed_of(tasks), [], deque(), []
+
+        def pull():  # the tasks fed since the last turn join the queue
+            new = feed.take()
+            pending.extend(range(len(tasks), len(tasks) + len(new)))
+            tasks.extend(new)
+            deaths.extend([0] * len(new))
+
+        pull()
         for i in range(min(self.n, len(tasks))):  # start them together, so that their imports overlap
             self._worker(i)
         try:
-            while pending or any(w is not None and w.job is not None for w in self._workers):
+            while True:
+                pull()
+                if not pending and not any(w is not None and w.job is not None for w in self._workers):
+                    return
                 for i in range(self.n):
                     if pending and (self._workers[i] is None or self._workers[i].job is None):
                         self._send(i, pending.popleft(), tasks)
