@@ -145,6 +145,11 @@ class Search:
             self._end_generation(0, None)
             return self.state()
         self._generation0()
+        if self.cfg.steady and self.cfg.gens and not self.exhausted:
+            from evo.steady import Steady
+
+            Steady(self).run()
+            return self.state()
         for g in range(1, self.cfg.gens + 1):
             if self.exhausted:
                 break
@@ -179,38 +184,16 @@ class Search:
         self._end_generation(0, champion)
 
     def _generation(self, g: int) -> None:
-        cfg, tb = self.cfg, self.arch_tb
+        cfg = self.cfg
         champion = self.fem.champion() if self.fem else None
         ranked_m = self._rank_males(self.males, champion) if self.males else []
         ranked_f = self.fem.mating_order(self.fem.ranked(self.fem.pop), self.credit, self.cfg.credit) if self.fem else []
         children, pred_children = [], []
         for i in range(cfg.offspring):
-            key = f"g{g}-c{i}"
-            # the pair's female: the i-th in mating order (a random one when pairing is random)
-            female = (random.choice(ranked_f) if cfg.pairing == "random" else ranked_f[i % len(ranked_f)]) \
-                if self.fem else None
-            if cfg.mode == "female":
-                child, parents = tb.individual(), []
-            else:
-                mother, partner = self._parents(i, ranked_m, female)
-                child, other = tb.clone(mother), tb.clone(partner)
-                if random.random() < 0.9:
-                    tb.mate(child, other)
-                tb.mutate(child)
-                for _ in range(20):  # an architecture already evaluated would only cost compute twice
-                    if genes_key(decode(child, self.preset)) not in self.seen:
-                        break
-                    tb.mutate(child)
-                del child.fitness.values
-                parents = [mother.key, partner.key]
-            child.key = key
+            child, pred = self._breed(g, i, ranked_m, ranked_f)
             children.append(child)
-            rec = self._new(key, decode(child, self.preset), g, "child", parents)
-            if self.fem:  # the predictor child of the same mating: the female with a top-half female
-                top_f = ranked_f[: max(2, len(ranked_f) // 2)]
-                pred = self.fem.child(female, random.choice([x for x in top_f if x is not female] or top_f))
+            if pred is not None:
                 pred_children.append(pred)
-                rec.female, rec.female_child = str(female), str(pred)
         self._early([c.key for c in children])
         chosen, lucky = self._promote(g, children, champion)
         promoted = self._rungs(chosen, champion) + lucky
@@ -225,6 +208,36 @@ class Search:
             trained = [c for c in children if not self.ledger.records[c.key].pending]  # not cut by the budget
             self.males = self._rank_males(self.males + trained, champion)[: cfg.males]
         self._end_generation(g, champion)
+
+    def _breed(self, g: int, i: int, ranked_m: list, ranked_f: list) -> tuple:
+        """The i-th mating of generation g: (the architecture child, registered as g{g}-c{i}; the
+        predictor child of the same mating, or None without females)."""
+        cfg, tb = self.cfg, self.arch_tb
+        # the pair's female: the i-th in mating order (a random one when pairing is random)
+        female = (random.choice(ranked_f) if cfg.pairing == "random" else ranked_f[i % len(ranked_f)]) \
+            if self.fem else None
+        if cfg.mode == "female":
+            child, parents = tb.individual(), []
+        else:
+            mother, partner = self._parents(i, ranked_m, female)
+            child, other = tb.clone(mother), tb.clone(partner)
+            if random.random() < 0.9:
+                tb.mate(child, other)
+            tb.mutate(child)
+            for _ in range(20):  # an architecture already evaluated would only cost compute twice
+                if genes_key(decode(child, self.preset)) not in self.seen:
+                    break
+                tb.mutate(child)
+            del child.fitness.values
+            parents = [mother.key, partner.key]
+        child.key = f"g{g}-c{i}"
+        rec = self._new(child.key, decode(child, self.preset), g, "child", parents)
+        pred = None
+        if self.fem:  # the predictor child of the same mating: the female with a top-half female
+            top_f = ranked_f[: max(2, len(ranked_f) // 2)]
+            pred = self.fem.child(female, random.choice([x for x in top_f if x is not female] or top_f))
+            rec.female, rec.female_child = str(female), str(pred)
+        return child, pred
 
     def _parents(self, i: int, ranked_m: list, female) -> tuple:
         """The two male parents of the i-th child (see docs/ALGORITHM.md, "Mating"): the i-th ranked
