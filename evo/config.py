@@ -46,6 +46,9 @@ class Config:
     1/eta of the rung before to eta^k times the early budget, each ranked by the champion female"""
     eta: int = 3
     """rungs' reduction factor: each rung keeps 1/eta of its candidates and trains them eta x longer"""
+    steady: int = 0
+    """steady-state scheduling: keep this many evaluations in flight, breeding a child whenever one
+    ends, with no generation barrier (0: generational). Results depend on it, never on the workers"""
     bootstrap: int = 8
     """random architectures fully trained in generation 0 (the archive's seed)"""
     pred_steps: int = 5
@@ -118,6 +121,9 @@ class Config:
              f"offspring ({self.offspring})")
         need(self.rungs >= 0, f"rungs must be >= 0, got {self.rungs}")
         need(self.eta >= 2, f"eta must be >= 2, got {self.eta}")
+        need(self.steady >= 0, f"steady must be >= 0 (0: generational), got {self.steady}")
+        need(not (self.steady and self.rungs), f"--steady {self.steady} promotes asynchronously, one child "
+             f"at a time; it does not take --rungs (got --rungs {self.rungs})")
         need(self.bootstrap >= 3, f"bootstrap must be >= 3 (females need an archive to rank), got {self.bootstrap}")
         need(self.budget_flops is None or self.budget_flops > 0,
              f"budget_flops must be > 0, got {self.budget_flops}")
@@ -172,6 +178,8 @@ class Config:
                 "tracking_uri", "out", "retries", "experiment", "data", "device", "inference_samples",
                 "inference_tokens"}
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        if self.steady:  # the drain at the end differs from an extended schedule: it cannot grow
+            out["steady_gens"] = self.gens
         if getattr(self, "table", None) is None:  # a tabular benchmark reads no dataset
             out["data"] = dataset_id(self.data)
         return out
