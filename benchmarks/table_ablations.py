@@ -4,8 +4,10 @@
         --variants '{"offspring12": {"offspring": 12}, "promote1": {"promote": 1}}'
 
 Every variant runs the same seeds as the default configuration ("default"); the report gives per
-budget the median target found, the median regret, and the paired Wilcoxon p of default vs variant
-(evo.tablestats). Use other seeds than the ones a result is reported on when choosing settings.
+budget the median target found, the median regret, and the paired Wilcoxon p of the reference
+(--reference, default "default") vs each other variant (evo.tablestats). A variant may name another
+method to run instead of --mode, e.g. '{"random": {"method": "random"}}' for the random-search peer.
+Use other seeds than the ones a result is reported on when choosing settings.
 """
 import argparse
 import json
@@ -22,7 +24,8 @@ from evo.tablestats import markdown, run_method, summarise  # noqa: E402
 
 def _job(args):
     table, mode, seed, budget, name, opts = args
-    r = run_method(table, mode, seed, budget, opts)
+    opts = dict(opts)
+    r = run_method(table, opts.pop("method", mode), seed, budget, opts)
     r["method"] = name
     return r
 
@@ -32,6 +35,7 @@ def main(argv=None):
     ap.add_argument("--table", default="benchmarks/tables/tiny")
     ap.add_argument("--mode", default="combined")
     ap.add_argument("--variants", required=True, help="JSON: name -> Config overrides")
+    ap.add_argument("--reference", default="default", help="the variant every other one is tested against")
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--budgets", default="10,20,40,80")
@@ -47,10 +51,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     with get_context("spawn").Pool(a.workers) as pool:
         records = pool.map(_job, jobs, chunksize=1)
-    s = summarise(records, list(variants), budgets, unit, best, reference="default")
+    s = summarise(records, list(variants), budgets, unit, best, reference=a.reference)
     note = (f"{a.mode} on {a.table}, seeds {a.first_seed}..{a.first_seed + a.seeds - 1}, variants {variants}; "
-            f"p: paired Wilcoxon of default vs the variant; {time.perf_counter() - t0:.0f} s")
-    print(markdown(s, note, reference="default"))
+            f"p: paired Wilcoxon of {a.reference} vs the variant; {time.perf_counter() - t0:.0f} s")
+    print(markdown(s, note, reference=a.reference))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"note": note, "summary": s}, indent=1, default=float))
