@@ -203,3 +203,15 @@ def test_real_evaluation_is_the_same_everywhere(dask_ex, shakespeare_path, tmp_p
         assert strip(dask_ex.run(ts)) == serial
     finally:
         dask_ex.fn = fake_eval
+
+
+def test_dask_takes_tasks_fed_while_it_runs(dask_ex):
+    from evo.executors import Feed
+
+    feed = Feed(tasks(1))
+    stream = dask_ex.run(feed)
+    first = next(stream)
+    feed.add(tasks(3)[2])
+    rest = list(stream)
+    assert [first["key"]] + [r["key"] for r in rest] == ["t0", "t2"]
+    assert rest[0]["value"] == by_key(SerialExecutor(fn=fake_eval).run(tasks(3)))["t2"]["value"]
