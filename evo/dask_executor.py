@@ -66,20 +66,25 @@ class DaskExecutor:
 
         feed, tasks, queue, deaths, lost = feed_of(tasks), [], deque(), [], []
         out = {}  # future key -> (task index, future)
+
+        def dispatch():  # tasks fed since the last turn join the queue; free threads take its first
+            new = feed.take()
+            queue.extend(range(len(tasks), len(tasks) + len(new)))
+            tasks.extend(new)
+            deaths.extend([0] * len(new))
+            lost.extend([0] * len(new))
+            room = max(1, sum(self.client.nthreads().values())) - len(out)
+            for _ in range(min(room, len(queue))):
+                j = queue.popleft()
+                f = self._submit(tasks[j], deaths[j] + lost[j])
+                out[f.key] = (j, f)
+
+        feed.notify = dispatch  # a task fed between two results starts at once
         try:
             while True:
-                new = feed.take()  # tasks fed since the last turn (a steady-state search) join the queue
-                queue.extend(range(len(tasks), len(tasks) + len(new)))
-                tasks.extend(new)
-                deaths.extend([0] * len(new))
-                lost.extend([0] * len(new))
+                dispatch()
                 if not queue and not out:
                     return
-                room = max(1, sum(self.client.nthreads().values())) - len(out)
-                for _ in range(min(room, len(queue))):
-                    j = queue.popleft()
-                    f = self._submit(tasks[j], deaths[j] + lost[j])
-                    out[f.key] = (j, f)
                 try:
                     with self.client.as_current():
                         wait([f for _, f in out.values()], timeout=self.poll_s, return_when="FIRST_COMPLETED")
@@ -110,6 +115,7 @@ class DaskExecutor:
                     else:  # a bug in the evaluation or a SetupError: raise it here, as the
                         f.result()  # serial executor does; the finally clause cancels the rest
         finally:
+            feed.notify = None
             if out:  # an abandoned or failed run: nothing of it keeps running
                 self.client.cancel([f for _, f in out.values()])
 

@@ -88,12 +88,16 @@ class Search:
         return out
 
     def _absorb(self, task: EvalTask, res: dict) -> None:
+        self._log(*self._book(task, res))
+
+    def _book(self, task: EvalTask, res: dict) -> tuple:
+        """Book a result in the ledger (and its early features); returns what `_log` needs."""
         rec = self.ledger.records[task.key.split("/")[0]]
         before = rec.result["steps"] if rec.result else -1
         self.ledger.absorb(rec, task, res)
         if task.phase == "early" and rec.early_done:
             rec.features = self._features(rec)
-        self._log(rec, task, res, before)
+        return rec, task, res, before
 
     def _features(self, rec: Evaluation, upto: int | None = None) -> dict:
         """Features of the curve so far, cut at `upto` steps (the early budget unless a rung's)."""

@@ -39,9 +39,13 @@ class Feed:
 
     def __init__(self, tasks: Iterable[EvalTask] = ()):
         self._tasks, self._taken = list(tasks), 0
+        self.notify = None
+        """set by a running executor that can start a task at once (to an idle worker), between results"""
 
     def add(self, task: EvalTask) -> None:
         self._tasks.append(task)
+        if self.notify is not None:
+            self.notify()
 
     def take(self) -> list:
         """The tasks added since the last call."""
@@ -214,22 +218,27 @@ class ProcessExecutor:
             tasks.extend(new)
             deaths.extend([0] * len(new))
 
+        def dispatch():  # idle workers take the queue's first tasks
+            pull()
+            for i in range(self.n):
+                if pending and (self._workers[i] is None or self._workers[i].job is None):
+                    self._send(i, pending.popleft(), tasks)
+
         pull()
         for i in range(min(self.n, len(tasks))):  # start them together, so that their imports overlap
             self._worker(i)
+        feed.notify = dispatch  # a task fed between two results starts at once
         try:
             while True:
-                pull()
-                if not pending and not any(w is not None and w.job is not None for w in self._workers):
+                dispatch()
+                if not any(w is not None and w.job is not None for w in self._workers):
                     return
-                for i in range(self.n):
-                    if pending and (self._workers[i] is None or self._workers[i].job is None):
-                        self._send(i, pending.popleft(), tasks)
                 busy = [w for w in self._workers if w is not None and w.job is not None]
                 wait([w.conn for w in busy] + [w.proc.sentinel for w in busy])
                 for w in busy:
                     yield from self._collect(w, tasks, pending, deaths)
         finally:  # an abandoned or failed run: stop the workers still busy, so no stale result leaks
+            feed.notify = None
             for i, w in enumerate(self._workers):
                 if w is not None and w.job is not None:
                     w.proc.kill()

@@ -41,6 +41,7 @@ class Steady:
         self.pred_children: list = []  # predictor children not yet among the females
         self.born = self.judged = self.ticked = 0
         self.dirty = False  # something was absorbed since the last generation was closed
+        self.later: list = []  # logging and generation closing, done once the slots are refilled
         self.champion = search.fem.champion() if search.fem else None
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -69,11 +70,14 @@ class Steady:
                     if "eval/" + task.key not in s.ckpt:
                         feed.add(task)
                         fed[task.key] = task
+                while self.later:  # with the slots refilled, the workers train while the driver logs
+                    self.later.pop(0)()
                 if not flight:
                     break
                 now, _, _, task = heapq.heappop(flight)
                 res = self._result(task, stream, fed, arrived)
-                s._absorb(task, res)
+                booked = s._book(task, res)
+                self.later.append(lambda booked=booked: s._log(*booked))
                 self.dirty = True
                 heapq.heappush(slots, now)
                 if task.phase == "early":
@@ -84,7 +88,7 @@ class Steady:
             stream.close()  # a failed run: nothing of it keeps running
         for key in self.queue:  # promoted, but the budget had no room for the continuation
             s._release([key])
-        if self.dirty or self.ticked == 0:
+        if self.dirty or self.ticked == 0:  # (the loop ran everything in `later` before it ended)
             self._tick(self.ticked + 1)
 
     def _next(self, total: int):
@@ -171,9 +175,10 @@ class Steady:
             draw = random.random()  # drawn for every child, so the stream does not depend on the ranks
             rec.role = ("promoted" if rank < cfg.promote else
                         "random" if draw < cfg.promote_random / cfg.offspring else "early-only")
-            name = str(judge) if judge is not None else "early-val-loss"
-            s.ckpt.once(f"pred/{rec.key}", lambda: s.tracker.log_decision(
-                rec.key, rec.run_id, rec.role, name, rec.predicted, rec.score))
+            name, role, predicted, score = (str(judge) if judge is not None else "early-val-loss", rec.role,
+                                            rec.predicted, rec.score)
+            self.later.append(lambda: s.ckpt.once(f"pred/{rec.key}", lambda: s.tracker.log_decision(
+                rec.key, rec.run_id, role, name, predicted, score)))
             if rec.role == "early-only":
                 s._release([rec.key])
             else:
@@ -182,7 +187,7 @@ class Steady:
             s.males = s._rank_males(s.males + [self.children[rec.key]], self.champion)[: cfg.males]
         self.judged += 1
         if self.judged % cfg.offspring == 0 and self.judged < total:
-            self._tick(self.judged // cfg.offspring)
+            self.later.append(lambda g=self.judged // cfg.offspring: self._tick(g))
 
     def _tick(self, g: int) -> None:
         """Close generation g: the predictor children join the females, who evolve; log, checkpoint."""

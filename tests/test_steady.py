@@ -1,5 +1,6 @@
 """Steady-state scheduling (--steady N): no generation barrier, yet the same results on any executor."""
 import random
+import time
 
 import pytest
 
@@ -138,7 +139,7 @@ def test_bad_settings_are_refused():
         Config(steady=2, rungs=1)
 
 
-def test_executors_take_tasks_fed_while_they_run():
+def test_executors_take_tasks_fed_while_they_run(tmp_path):
     from exec_helpers import FakeTask, fake_eval, value
 
     feed = Feed([FakeTask("a", 1)])
@@ -147,11 +148,17 @@ def test_executors_take_tasks_fed_while_they_run():
     feed.add(FakeTask("b", 2))
     feed.add(FakeTask("c", 3))
     assert got + [r["key"] for r in stream] == ["a", "b", "c"]
-    feed = Feed([FakeTask("a", 1)])
+    log = tmp_path / "starts"
+    feed = Feed([FakeTask("a", 1, meta={"log": str(log)})])
     with ProcessExecutor(2, fn=fake_eval) as ex:
         stream = ex.run(feed)
         first = next(stream)
-        feed.add(FakeTask("b", 2))
+        feed.add(FakeTask("b", 2, meta={"log": str(log)}))
+        for _ in range(200):  # a fed task starts at once, before the driver asks for the next result
+            if log.read_text().split() == ["a", "b"]:
+                break
+            time.sleep(0.05)
+        assert log.read_text().split() == ["a", "b"]
         rest = list(stream)
     assert first["key"] == "a" and [(r["key"], r["value"]) for r in rest] == [("b", value(2))]
 
