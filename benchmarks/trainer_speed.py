@@ -4,7 +4,7 @@
     (--full: also one 2000-iteration nanoGPT CPU run on the full data, for its val loss)
 
     python benchmarks/trainer_speed.py --genomes [--repeats 3] [--full-repeats 1] [--seeds 0 1]
-        [--compare OLD.json] [--out benchmarks/results/trainer_speed_genomes.json]
+        [--only d0.25 ...] [--compare OLD.json] [--out benchmarks/results/trainer_speed_genomes.json]
     (--genomes: the tiny preset's real trainings, one thread, in one warm process, for four
     genomes: the early budget (60 steps, 7 validations) and the full budget (600 steps, 26),
     best wall / training-step / evaluation seconds of the repeats, final val losses and a
@@ -78,6 +78,8 @@ def genomes(a, ds):
     train(g0, t0, data, 20, seed=0)  # warm the process (allocator, kernels, first-call costs)
     rows = []
     for name, genes in GENOMES:
+        if a.only and not any(o in name for o in a.only):
+            continue
         g, t = tiny.configs(genes, ds.vocab_size)
         row = dict(name=name, genes=genes, seeds={})
         (row["early_wall"], row["early_train"], row["early_eval"]), r = _best(
@@ -137,6 +139,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="--genomes: early trainings per genome (best)")
     ap.add_argument("--full-repeats", type=int, default=1, help="--genomes: full trainings of the first seed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="--genomes: seeds of the full trainings")
+    ap.add_argument("--only", nargs="+", default=None, help="--genomes: genomes whose name contains one of these")
     ap.add_argument("--compare", default=None, help="--genomes: an earlier --genomes JSON to print against")
     a = ap.parse_args()
     ds = load_dataset(a.data)

@@ -56,17 +56,55 @@ def _causal_mask(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return mask
 
 
-def _causal_attention_dropout(q, k, v, p: float):
+def _keep_mask(shape, p: float, dtype: torch.dtype) -> torch.Tensor | None:
+    """A CPU dropout mask: 0 or 65536 / k, each element kept with probability k / 65536, k = round((1 - p) * 65536).
+
+    Each element compares 16 random bits, four to a 64-bit draw of the global CPU generator
+    (random_ over the full int64 range), instead of bernoulli_'s ~6 ns per element. The keep
+    probability is 1 - p to within 2**-17 and the scale makes the mask's mean exactly 1.
+    None when k == 0 (p within 2**-17 of 1).
+    """
+    k = round((1.0 - p) * 65536)
+    if k == 0:
+        return None
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None).view(torch.int16)[:n]
+    keep = bits >= 32768 - k  # uniform on [-32768, 32767]: exactly k of the 65536 values pass
+    return keep.view(shape).to(dtype).mul_(65536 / k)
+
+
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout, with a cheaper mask on CPU (see _keep_mask); other devices use F.dropout."""
+    if not training or p == 0:
+        return x
+    if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+        mask = _keep_mask(x.shape, p, x.dtype)
+        if mask is not None:
+            return x * mask
+    return F.dropout(x, p, training=True)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose CPU training masks come from _keep_mask (same parameters and state: none)."""
+
+    def forward(self, x):
+        return _dropout(x, self.p, self.training)
+
+
+def _causal_attention_dropout(q, k, v, p: float, fast_mask: bool = False):
     """SDPA's math path (ATen's _scaled_dot_product_attention_math) for is_causal with dropout, op by op.
 
     On CPU, SDPA runs this composite whenever dropout_p > 0; written out here it skips the
     per-call mask construction and _safe_softmax's all-masked-row check (a causal row always
-    keeps its diagonal), and gives the same values, gradients and dropout draws.
+    keeps its diagonal). With fast_mask=False it gives SDPA's values, gradients and dropout
+    draws exactly; with fast_mask=True (what the model uses) the attention dropout mask comes
+    from _keep_mask like every other CPU dropout.
     """
     scale = math.sqrt(1.0 / math.sqrt(q.size(-1)))  # SDPA scales q and k by sqrt(1/sqrt(hs)) each
     att = (q * scale) @ (k.transpose(-2, -1) * scale)
     att.add_(_causal_mask(q.size(-2), att.dtype, att.device))
-    att = F.dropout(att.softmax(dim=-1), p, training=True)
+    att = att.softmax(dim=-1)
+    att = _dropout(att, p, True) if fast_mask else F.dropout(att, p, training=True)
     return att @ v
 
 
@@ -75,7 +113,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
 
@@ -95,7 +133,7 @@ class CausalSelfAttention(nn.Module):
             k, v = k_buf[:, :, :pos + T], v_buf[:, :, :pos + T]
         p = self.dropout if self.training else 0.0
         if p > 0 and cache is None and T > 1 and q.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
-            y = _causal_attention_dropout(q, k, v, p)  # what SDPA computes on CPU, minus its overhead
+            y = _causal_attention_dropout(q, k, v, p, fast_mask=True)  # SDPA's CPU math, cheaper mask
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -108,7 +146,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, config.mlp_width, bias=config.bias)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(config.mlp_width, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
@@ -136,7 +174,7 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
+            drop=Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))

@@ -99,3 +99,44 @@ def test_cpu_attention_with_dropout_is_sdpas_math_path(one_thread):
             outs.append((y.detach(), q.grad, k.grad, v.grad, torch.get_rng_state()))
         for a, b in zip(*outs):
             assert torch.equal(a, b)
+
+
+def test_cpu_dropout_mask(one_thread):
+    """CPU dropout: keeps each element with probability k / 65536 ~ 1 - p, scales by 65536 / k, seeded."""
+    from models.gpt import _dropout, _keep_mask
+
+    for p in (0.1, 0.25, 0.3):
+        torch.manual_seed(0)
+        mask = _keep_mask((1000, 1000), p, torch.float32)
+        k = round((1 - p) * 65536)
+        assert mask.unique().tolist() == [0.0, torch.tensor(65536 / k).item()]  # 65536 / k in float32
+        kept = (mask > 0).double().mean().item()
+        assert abs(kept - (1 - p)) < 5 * math.sqrt(p * (1 - p) / 1e6)  # 5 sigma
+        assert abs(mask.double().mean().item() - 1) < 5 * math.sqrt(p / (1 - p) / 1e6)
+        torch.manual_seed(0)
+        assert torch.equal(_keep_mask((1000, 1000), p, torch.float32), mask)  # the seed decides
+    # odd sizes, other dtypes; nothing happens in eval mode or at p = 0
+    assert _keep_mask((3, 5, 7), 0.2, torch.float64).dtype == torch.float64
+    x = torch.randn(3, 5, 7, requires_grad=True)
+    assert _dropout(x, 0.2, False) is x and _dropout(x, 0.0, True) is x
+    torch.manual_seed(1)
+    y = _dropout(x, 0.2, True)
+    y.backward(torch.ones_like(y))
+    torch.manual_seed(1)
+    mask = _keep_mask(x.shape, 0.2, torch.float32)
+    assert torch.equal(y, x * mask) and torch.equal(x.grad, mask)
+    assert torch.equal(_dropout(x, 1 - 1e-6, True), torch.zeros_like(x))  # k == 0: F.dropout drops all
+
+
+def test_train_mode_dropout_is_seeded_and_eval_is_not_dropped():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(16, 65, 2, 2, 32, dropout=0.2))
+    x, y = torch.randint(65, (2, 4, 16), generator=torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        losses.append(model.train()(x, y)[1].item())
+    torch.manual_seed(8)
+    other = model(x, y)[1].item()
+    e1, e2 = model.eval()(x, y)[1].item(), model(x, y)[1].item()
+    assert losses[0] == losses[1] != other and e1 == e2 != losses[0]
