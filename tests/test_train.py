@@ -132,3 +132,17 @@ def test_dense_early_evaluations_and_exact_continuation():
     cont = train(gpt, tc, data, 40, seed=5, state=early.state)
     assert cont.eval_steps == straight.eval_steps
     assert cont.val_losses == straight.val_losses and cont.train_losses == straight.train_losses
+
+
+def test_cpu_training_keeps_freed_memory(tiny_data):
+    """On Linux/glibc a CPU training sets glibc to keep freed memory (once; values unaffected)."""
+    import platform
+    import sys
+
+    from models.train import _keep_freed_memory
+
+    gpt, tc = _cfgs(tiny_data)
+    r = train(gpt, tc, tiny_data, 5, seed=0)
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert _keep_freed_memory() is expected and _keep_freed_memory() is expected
+    assert train(gpt, tc, tiny_data, 5, seed=0).train_losses == r.train_losses
