@@ -63,6 +63,12 @@ def _keep_mask(shape, p: float, dtype: torch.dtype) -> torch.Tensor | None:
     (random_ over the full int64 range), instead of bernoulli_'s ~6 ns per element. The keep
     probability is 1 - p to within 2**-17 and the scale makes the mask's mean exactly 1.
     None when k == 0 (p within 2**-17 of 1).
+
+    Results differ from bernoulli_ masks by draw. Measured at the tiny preset's full budget
+    (600 steps): 1x3x12 heads, dropout 0.25, batch 8 ends 0.012 +- 0.004 higher in mean final
+    val loss over 30 seeds than with bernoulli_, and so do masks from torch.rand (+0.0115) and
+    numpy's PCG64 (+0.010), which agree with these to 0.002; three other genomes agree with
+    bernoulli_ within seed noise (-0.003 +- 0.004, +0.002 +- 0.005).
     """
     k = round((1.0 - p) * 65536)
     if k == 0:
