@@ -125,7 +125,9 @@ class Checkpoint:
         diff.update({k: (v, None) for k, v in old.items() if k not in self.search})
         if diff:
             hint = (" (data is the sha256 of the dataset text: this command reads another dataset than the "
-                    "search was started with)") if "data" in diff else ""
+                    "search was started with)") if "data" in diff else (
+                " (a --steady search cannot be extended with more --gens: its last tasks drained "
+                "instead of breeding; start a new --out)") if "steady_gens" in diff else ""
             raise CheckpointError(f"{self.path} belongs to a different search; differing settings "
                                   f"(checkpoint, now): {diff}{hint}")
         for k in GROWS:
