@@ -77,15 +77,22 @@ class Search:
             return tasks
         planned, out = self.ledger.compute["flops"], []
         for t in tasks:
-            rec = self.ledger.records[t.key.split("/")[0]]
-            done = rec.result["steps"] if t.phase == "full" and rec.result else 0  # a continuation pays its own steps
-            cost = step_cost(self.cfg, self.preset, t.genes) * (t.steps - done)
+            cost = self._cost(t)
             if self.exhausted or planned + cost > budget * (1 + 1e-12):
                 self.exhausted = True
                 break
             planned += cost
             out.append(t)
         return out
+
+    def _done_steps(self, task: EvalTask) -> int:
+        """Steps already trained that `task` continues from (a continuation pays only its own)."""
+        rec = self.ledger.records[task.key.split("/")[0]]
+        return rec.result["steps"] if task.phase == "full" and rec.result else 0
+
+    def _cost(self, task: EvalTask) -> float:
+        """What `task` will be charged, known before it runs."""
+        return step_cost(self.cfg, self.preset, task.genes) * (task.steps - self._done_steps(task))
 
     def _absorb(self, task: EvalTask, res: dict) -> None:
         self._log(*self._book(task, res))

@@ -26,7 +26,6 @@ import random
 import time
 
 from evo.executors import Feed
-from evo.genome import step_cost
 
 
 class Steady:
@@ -59,7 +58,7 @@ class Steady:
                     task = self._next(total)
                     if task is None:
                         break
-                    cost = self._cost(task)
+                    cost = s._cost(task)
                     if not self._fits(cost, flight):
                         s.exhausted = True
                         self._give_up(task)
@@ -109,13 +108,6 @@ class Steady:
             self.pred_children.append(pred)
         return s._task(child.key, s.ledger.records[child.key].genes, s.E, "early")
 
-    def _cost(self, task) -> float:
-        """The task's cost (and virtual duration): its steps beyond the state it continues from."""
-        s = self.s
-        rec = s.ledger.records[task.key.split("/")[0]]
-        done = rec.result["steps"] if task.phase == "full" and rec.result else 0
-        return step_cost(self.cfg, s.preset, task.genes) * (task.steps - done)
-
     def _duration(self, task, cost: float) -> float:
         """The task's length on the virtual clock: its training FLOPs plus the forward FLOPs of the
         evaluations it runs (a third of a training token's per token, over the preset's fixed
@@ -124,8 +116,7 @@ class Steady:
             return cost
         s = self.s
         _, tc = s.preset.configs(task.genes, vocab_size=2)  # the schedule only; the vocabulary does not matter
-        rec = s.ledger.records[task.key.split("/")[0]]
-        done = rec.result["steps"] if task.phase == "full" and rec.result else 0
+        done = s._done_steps(task)
         evals = sum(tc.evaluates_at(k) or k == task.steps for k in range(done + 1, task.steps + 1)) + (done == 0)
         windows = s.preset.n_val_windows + s.preset.n_train_eval_windows
         per_step = cost / max(1, task.steps - done)  # B x T tokens of 6N; an evaluation: windows x T of 2N
