@@ -313,22 +313,53 @@ def _csv_list(text: str, kind, what: str) -> list:
     return out
 
 
-def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+def run_cells(fn, tasks: list, init, data, workers: int, t_start: float) -> dict:
+    """fn over tasks (each worker first runs init(data)), in `workers` processes or in this one:
+    {result["key"]: result}, with a progress line per result."""
+    cells = {}
+    if workers > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=init, initargs=(data,)) as pool:
+            for k, r in enumerate(pool.imap_unordered(fn, tasks), 1):
+                cells[r["key"]] = r
+                _progress(k, len(tasks), t_start)
+    else:
+        init(data)
+        for k, t in enumerate(tasks, 1):
+            r = fn(t)
+            cells[r["key"]] = r
+            _progress(k, len(tasks), t_start)
+    return cells
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The parser both table benchmarks start from: --table."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     ap.add_argument("--table", default=str(ROOT / "benchmarks" / "tables" / "tiny"), help="table directory")
+    return ap
+
+
+def add_gp_args(ap: argparse.ArgumentParser, gp_on: str, arch_help: str, workers_over: str) -> None:
+    """The options both table benchmarks share: seed, the GP's population and generations, features, workers."""
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pop", type=int, default=48, help="female population (the search's --females default)")
+    ap.add_argument("--gens", type=int, default=40, help=f"GP generations on {gp_on}")
+    ap.add_argument("--arch-features", action="store_true", help=arch_help)
+    ap.add_argument("--workers", type=int, default=2, help=f"processes over {workers_over} (0 or 1: in this process)")
+
+
+def parse(argv=None):
+    ap = parser(__doc__)
     ap.add_argument("--early-fracs", default="0.05,0.1,0.2", help="early budgets as fractions of full_steps")
     ap.add_argument("--archive-sizes", default="30,100,300", help="architectures a predictor may fit on")
     ap.add_argument("--splits", type=int, default=20, help="random archive/test draws per archive size")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--test-size", type=int, default=None,
                     help=f"test architectures per split (default: those outside the largest archive, "
                          f"at most {DEFAULT_TEST_CAP})")
-    ap.add_argument("--pop", type=int, default=48, help="female population (the search's --females default)")
-    ap.add_argument("--gens", type=int, default=40, help="GP generations on the archive")
-    ap.add_argument("--arch-features", action="store_true",
-                    help="female, ridge and lcsvr also see log n_params and log lr")
-    ap.add_argument("--workers", type=int, default=2, help="processes over splits (0 or 1: in this process)")
+    add_gp_args(ap, "the archive", "female, ridge and lcsvr also see log n_params and log lr", "splits")
     ap.add_argument("--out", default=None, help="JSON (default benchmarks/results/predictors_table_<name>.json)")
     return ap.parse_args(argv)
 
@@ -379,21 +410,7 @@ def main(argv=None) -> dict:
                 seed = int(np.random.SeedSequence([a.seed, s, n, E]).generate_state(1)[0])
                 tasks.append({"key": (E, n, s), "E": E, "archive": np.sort(perm[:n]), "test": test, "seed": seed})
     data = {"prep": prep, "pop": a.pop, "gens": a.gens, "arch_features": a.arch_features, "sklearn": sk}
-    cells = {}
-    if a.workers > 1:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(a.workers, initializer=_init_worker, initargs=(data,)) as pool:
-            for k, r in enumerate(pool.imap_unordered(run_cell, tasks), 1):
-                cells[r["key"]] = r
-                _progress(k, len(tasks), t_start)
-    else:
-        _init_worker(data)
-        for k, t in enumerate(tasks, 1):
-            r = run_cell(t)
-            cells[r["key"]] = r
-            _progress(k, len(tasks), t_start)
+    cells = run_cells(run_cell, tasks, _init_worker, data, a.workers, t_start)
 
     res = {"predictors": names,
            "setup": {"table": str(a.table), "table_name": table.meta.get("name", Path(a.table).name),
@@ -422,9 +439,14 @@ def _progress(k: int, n: int, t0: float) -> None:
         print(f"{k}/{n} cells | {el:.0f} s | eta {el / k * (n - k):.0f} s", file=sys.stderr, flush=True)
 
 
-if __name__ == "__main__":
+def cli(main) -> None:
+    """Run a benchmark's main; a bad option or table (ValueError, TableError included) is one line and exit code 2."""
     try:
         main()
-    except ValueError as e:  # TableError included
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli(main)

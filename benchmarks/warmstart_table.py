@@ -16,7 +16,6 @@ every W), the paired differences champion - last-loss and champion(W) - champion
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -101,18 +100,12 @@ def markdown(res: dict) -> str:
 
 # -- main ---------------------------------------------------------------------------------------------
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--table", default=str(ROOT / "benchmarks" / "tables" / "tiny"), help="table directory")
+    ap = pt.parser(__doc__)
     ap.add_argument("--warm-sizes", default="0,100,250", help="warm records added to the archive")
     ap.add_argument("--archive-size", type=int, default=100, help="the search's own fully trained architectures")
     ap.add_argument("--test-size", type=int, default=150, help="test architectures per split")
     ap.add_argument("--splits", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pop", type=int, default=48, help="female population (the search's --females default)")
-    ap.add_argument("--gens", type=int, default=40, help="GP generations on archive + warm")
-    ap.add_argument("--arch-features", action="store_true", help="females also see log n_params and log lr")
-    ap.add_argument("--workers", type=int, default=2, help="processes over cells (0 or 1: in this process)")
+    pt.add_gp_args(ap, "archive + warm", "females also see log n_params and log lr", "cells")
     ap.add_argument("--out", default=None, help="JSON (default benchmarks/results/warmstart_table.json)")
     return ap.parse_args(argv)
 
@@ -156,21 +149,7 @@ def main(argv=None) -> dict:
                        "warm_pool": [prep["ids"][j] for j in pool]})
         for w in warm_sizes:
             tasks.append({"key": (s, w), "archive": archive, "warm": np.sort(pool[:w]), "test": test, "seed": seed})
-    cells = {}
-    if a.workers > 1:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(a.workers, initializer=_init_worker, initargs=(data,)) as pool:
-            for k, r in enumerate(pool.imap_unordered(run_cell, tasks), 1):
-                cells[r["key"]] = r
-                pt._progress(k, len(tasks), t_start)
-    else:
-        _init_worker(data)
-        for k, task in enumerate(tasks, 1):
-            r = run_cell(task)
-            cells[r["key"]] = r
-            pt._progress(k, len(tasks), t_start)
+    cells = pt.run_cells(run_cell, tasks, _init_worker, data, a.workers, t_start)
     res = {"setup": {"table": str(a.table), "table_name": table.meta.get("name", Path(a.table).name),
                      "full_steps": F, "early_steps": E, "n_usable": N, "n_excluded": len(prep["excluded"]),
                      "test_size": a.test_size, "archive_size": a.archive_size, "warm_sizes": warm_sizes,
@@ -189,8 +168,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:  # TableError included
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    pt.cli(main)
