@@ -5,25 +5,14 @@ import contextlib
 import dataclasses
 import json
 import math
-import random
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from evo.config import Config, parse_config
-
-
-def seed_everything(seed: int) -> None:
-    """Seed random (DEAP draws from it), numpy and torch."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from evo.seeding import seed_everything
 
 
 class _Bars:
@@ -233,60 +222,32 @@ def _summary(search, tracker, best: dict) -> dict:
             "out_dir": str(search.ckpt.dir)}
 
 
-def _default_store(uri: str) -> bool:
-    return uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
 def _ui_command(m: dict) -> str:
     """How to see the run: the command that serves the store, then the run's page."""
     from evo.tracking import ui_url
+    from evo.tracking.summary import default_store
 
     uri = m["tracking_uri"]
-    serve = "" if uri.startswith("http") else "mlflow ui" if _default_store(uri) else f"mlflow ui --backend-store-uri {uri}"
+    serve = "" if uri.startswith("http") else "mlflow ui" if default_store(uri) else f"mlflow ui --backend-store-uri {uri}"
     if not m.get("experiment_id"):
         return serve or f"open {uri}"
     page = ui_url(uri, m["experiment_id"], m["run_id"])
     return f"{serve}, then open {page}" if serve else f"open {page}"
 
 
-def _model_line(m: dict) -> str:
-    if m.get("model_uri"):
-        uri = "" if _default_store(m["tracking_uri"]) else f" --tracking-uri {m['tracking_uri']}"
-        return f"best model {m['model_uri']}: python -m evo.sample --run-id {m['run_id']}{uri}"
-    return f"no model logged: {m['model_note']}" if m.get("model_note") else ""
-
-
 def format_summary(s: dict) -> str:
-    """The final report printed at the end of a run."""
-    b, lines = s.get("best") or {}, ["", f"== Dimorph {s['mode']} search on {s['preset']} (seed {s['seed']}) =="]
-    if b:
-        genes = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["genes"].items())
-        speed, plain = (b.get(k, float("nan")) for k in ("inference_tokens_per_s", "inference_tokens_per_s_no_cache"))
-        infer = (f"inference {speed:.0f} tok/s with KV cache, {plain:.0f} without" if math.isfinite(speed)
-                 else "inference not measured (no model: a table lookup)")
-        lines += [f"best architecture {b['key']}: {genes} ({b['n_params']:,} params)",
-                  f"  final train loss {b['final_train_loss']:.4f} | best val loss {b['best_val_loss']:.4f} "
-                  f"(step {b['best_val_step']}) | train time {b['train_time_s']:.1f} s | {infer}"]
-    else:
-        lines.append("no architecture finished training (all diverged or failed)")
-    base = s.get("baseline_best_val_loss")
-    if base is not None and s["mode"] != "baseline" and math.isfinite(base):
-        lines.append(f"  the preset's baseline architecture, same budget: best val loss {base:.4f}")
-    if s.get("predictor"):
-        p = s["predictor"]
-        lines += [f"best predictor (Kendall tau {p['fit_kendall_tau']:.3f} on the archive, "
-                  f"{p['holdout_kendall_tau']:.3f} held out): {p['sympy']}"]
-    c, t = s["compute"], s.get("timing", {})
-    lines += [f"compute: {c['flops']:.3g} training FLOPs, {c['seconds']:.0f} s in evaluations; "
-              f"{c['full_trainings']} full and {c['early_trainings']} early trainings",
-              f"wall time {t.get('search_wall_s', float('nan')):.0f} s ("
-              f"{100 * t.get('outside_training_frac', float('nan')):.1f}% outside training) + "
-              f"{t.get('inference_measure_s', float('nan')):.0f} s measuring inference speed",
-              f"MLflow run {s['mlflow']['run_id']} (experiment '{s['mlflow']['experiment']}'): "
-              f"{_ui_command(s['mlflow'])}"]
-    if _model_line(s["mlflow"]):
-        lines.append(_model_line(s["mlflow"]))
-    lines.append(f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", [])))
+    """The final report printed at the end of a run (the result in the words of the parent run's
+    description, evo.tracking.summary_lines, plus the run's wall time, MLflow run and files)."""
+    from evo.tracking.summary import summary_lines
+
+    t = s.get("timing", {})
+    run = [f"wall time {t.get('search_wall_s', float('nan')):.0f} s ("
+           f"{100 * t.get('outside_training_frac', float('nan')):.1f}% outside training) + "
+           f"{t.get('inference_measure_s', float('nan')):.0f} s measuring inference speed",
+           f"MLflow run {s['mlflow']['run_id']} (experiment '{s['mlflow']['experiment']}'): "
+           f"{_ui_command(s['mlflow'])}"]
+    lines = ["", *summary_lines(s, run_lines=run),
+             f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", []))]
     return "\n".join(lines)
 
 

@@ -94,6 +94,27 @@ def test_search_errors(search, tmp_path, capsys):
     assert "no MLflow database" in capsys.readouterr().err
 
 
+def test_a_baseline_search_keeps_its_final(tmp_path, monkeypatch, capsys):
+    """A baseline search trains its one architecture straight to the full budget (phase `straight`):
+    it is fully trained, so its curve comes with its final, as warm-starting reads it too."""
+    from evo.run import cli
+    from evo.tracking import full_evaluations
+
+    table = make_table(tmp_path / "tab", n=12)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    assert cli(["--table", str(table), "--mode", "baseline", "--gens", "1", "--out", str(tmp_path / "out"),
+                "--no-progress", "--tracking-uri", uri]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    run_id = summary["mlflow"]["run_id"]
+    capsys.readouterr()
+    assert main(["--run-id", run_id, "--tracking-uri", uri, "--out", str(tmp_path / "csv")]) == 0
+    assert "1 curve(s) written, 1 with a final" in capsys.readouterr().out
+    finals = {r["curve_id"]: float(r["final_loss"]) for r in read_csv(tmp_path / "csv" / "finals.csv")}
+    assert finals == {"baseline": pytest.approx(summary["best"]["best_val_loss"])}
+    assert [e["key"] for e in full_evaluations(run_id, uri)] == list(finals)  # one definition of fully trained
+
+
 def log_runs(uri):
     """Four runs of a user's own experiment: metric keys loss / val_loss / best, params n_params, lr."""
     client = MlflowClient(uri)
