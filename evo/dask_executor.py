@@ -11,7 +11,7 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from evo.executors import Feed, call, default_fn, failed_result, feed_of
+from evo.feed import Feed, call, default_fn, failed_result, feed_of
 
 if TYPE_CHECKING:
     from evo.evaluate import EvalTask

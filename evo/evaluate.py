@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from models.data import SetupError, check_device
 from models.presets import GENES, Preset
 
-__all__ = ["EvalTask", "SetupError", "check_task", "evaluate", "failed", "token_data"]
+__all__ = ["EvalTask", "PHASES", "SetupError", "check_task", "evaluate", "failed", "final_phase", "token_data"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,28 @@ class EvalTask:
     save_state: str | None = None
     """save the state reached to this file"""
     phase: str = "early"
-    """early | full (a continuation of an early phase) | straight (full budget in one go)"""
+    """one of PHASES: early | rung | full (a continuation to the full budget) | straight (the full budget in one go)"""
+    record: str = ""
+    """the key of the search's record (architecture) this task trains; '' means `key`"""
     meta: dict = field(default_factory=dict)
+
+    @property
+    def record_key(self) -> str:
+        """The architecture's record key (a continuation 'g3-c2/full' trains record 'g3-c2')."""
+        return self.record or self.key
+
+
+PHASES = ("early", "rung", "full", "straight")
+"""a phase below the full budget (early: the first, rung: a later one) or one that reaches it"""
+
+
+FINAL_PHASES = ("full", "straight")
+"""the phases that train to the full budget: a continuation of an early phase, or one run straight to it"""
+
+
+def final_phase(phase: str | None) -> bool:
+    """Whether a phase trains to the full budget (its result is the architecture's final one)."""
+    return phase in FINAL_PHASES
 
 
 def token_data(data: str | None, preset: Preset):

@@ -44,7 +44,7 @@ def _budgets(search: dict) -> tuple[int | None, int | None]:
     from dataclasses import fields
 
     from evo.config import Config
-    from evo.genome import search_preset
+    from evo.space import search_preset
 
     names = {f.name for f in fields(Config)} - {"data"}
     try:

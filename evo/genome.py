@@ -1,16 +1,17 @@
-"""Pure genome code: a male is a vector in [0, 1]^d that decodes into a valid model + training config."""
+"""Pure genome code: a male is a vector in [0, 1]^d that decodes into a valid model + training config.
+
+Nothing here builds a model or reads data or tables: costs and spaces are in evo.space."""
 from __future__ import annotations
 
 import json
 import random
 import zlib
-from dataclasses import replace
 from typing import Sequence
 
 from deap import base, tools
 
 from evo.creator_types import ensure_creator_types
-from models.presets import Preset, get_preset
+from models.presets import Preset
 
 ensure_creator_types()
 from deap import creator  # noqa: E402  (types exist only after ensure_creator_types)
@@ -44,45 +45,6 @@ def make_arch_toolbox(preset: Preset, indpb: float | None = None) -> base.Toolbo
     return tb
 
 
-def search_preset(cfg) -> Preset:
-    """The space a run searches: its preset with the config's budget overrides (or --table's space)."""
-    if cfg.table:
-        from evo.table import load_table
-        return load_table(cfg.table).space()
-    p = get_preset(cfg.preset)
-    changes = {k: v for k, v in (("full_steps", cfg.full_steps), ("early_frac", cfg.early_frac)) if v is not None}
-    return replace(p, **changes) if changes else p
-
-
 def from_genes(genes: dict, preset: Preset):
     """An ArchIndividual placed at the centre of the given genes' bins."""
     return creator.ArchIndividual(preset.encode(genes))
-
-
-def step_cost(cfg, preset: Preset, genes: dict) -> float:
-    """What one training step of `genes` is charged, known before it runs: training FLOPs (exactly
-    what the trainer will count), or the table's cost per step for --table. The engine checks it
-    before every evaluation so that a search never spends more than --budget-flops."""
-    if cfg.table:
-        from evo.table import load_table
-        t = load_table(cfg.table)
-        return float(t.cost_per_step[t.row_of(genes)])
-    return _live_step_flops(preset, genes_key(genes), cfg.data)
-
-
-_STEP_FLOPS: dict = {}
-
-
-def _live_step_flops(preset: Preset, key: str, data: str | None) -> float:
-    cache_key = (repr(preset), key, data)
-    if cache_key not in _STEP_FLOPS:
-        import torch
-
-        from evo.evaluate import token_data
-        from models.gpt import GPT
-
-        gpt_cfg, tc = preset.configs(json.loads(key), token_data(data, preset).vocab_size)
-        with torch.device("meta"):  # counts parameters without allocating them
-            model = GPT(gpt_cfg)
-        _STEP_FLOPS[cache_key] = model.flops_per_token() * tc.batch_size * preset.block_size
-    return _STEP_FLOPS[cache_key]

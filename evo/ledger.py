@@ -123,6 +123,11 @@ class Ledger:
         rec = self.records[key] = Evaluation(key, genes, generation, role, list(parents))
         return rec
 
+    def discard(self, key: str) -> None:
+        """Forget a record that was never trained (its first task did not fit in the budget)."""
+        assert self.records[key].pending, key
+        del self.records[key]
+
     def absorb(self, rec: Evaluation, task: EvalTask, res: dict) -> None:
         """Book one finished phase of `rec` (trained by `task`): compute, result, target, archive,
         state files and history."""

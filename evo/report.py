@@ -32,17 +32,14 @@ def measure_speed(search, rec, n_samples: int = 10, new_tokens: int = 500) -> di
     import torch
 
     from evo.evaluate import token_data
-    from models.gpt import GPT
     from models.inference import measure_inference
-    from models.train import load_state
+    from models.train import model_from_state
 
     data = token_data(search.cfg.data, search.preset)
     gpt_cfg, _ = search.preset.configs(rec.genes, data.vocab_size, device=search.cfg.device)
     torch.manual_seed(0)
-    model = GPT(gpt_cfg)
     state = search.ledger.best_state
-    if state and Path(state).exists():
-        model.load_state_dict(load_state(state).model)
+    model = model_from_state(gpt_cfg, state if state and Path(state).exists() else None)
     torch.set_num_threads(max(1, search.cfg.threads))
     kw = dict(n_samples=n_samples, new_tokens=new_tokens, device=search.cfg.device)
     return {"inference_tokens_per_s": measure_inference(model, use_cache=True, **kw),
@@ -183,14 +180,12 @@ def log_best_model(search, tracker, best: dict) -> dict:
         return {"model_note": note}
     from evo.config import dataset_id
     from models.data import load_dataset
-    from models.gpt import GPT
-    from models.train import load_state
+    from models.train import load_state, model_from_state
 
     ds = load_dataset(search.cfg.data)
     gpt_cfg, _ = search.preset.configs(best["genes"], ds.vocab_size)
     state = load_state(path)
-    model = GPT(gpt_cfg)
-    model.load_state_dict(state.model)
+    model = model_from_state(gpt_cfg, state)
     model.eval()
     meta = {"key": best["key"], "child_run_id": best.get("run_id"), "genes": best["genes"],
             "preset": search.preset.name, "steps": state.step, "best_val_loss": best.get("best_val_loss"),

@@ -67,17 +67,15 @@ class NullTracker:
         return lambda *a, **k: None
 
 
-def run_method(table: str, method: str, seed: int, budget: float, opts: dict | None = None) -> dict:
-    """One method-seed against a table up to `budget` (cost units); returns its history."""
-    import random
-
+def run_method(table: str, method: str, seed: int, budget: float, opts: dict | None = None,
+               state: bool = False) -> dict:
+    """One method-seed against a table up to `budget` (cost units); returns its history (and with
+    `state`, the search's final state as its checkpoint stores it)."""
     from evo.engine import Search
     from evo.executors import SerialExecutor
     from evo.peers import PeerSearch
     from evo.table import TableEvaluator, load_table
 
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
     t0 = time.perf_counter()
     cfg = Config(mode=method if method in MODES else "baseline", table=table, seed=seed, gens=100_000,
                  budget_flops=budget, progress=False, workers=0, **(opts or {}))
@@ -95,7 +93,8 @@ def run_method(table: str, method: str, seed: int, budget: float, opts: dict | N
     tab = load_table(table)
     hist = [{"cost": h["flops"], "best": h["best_val_loss"]} for h in s.ledger.history]
     return {"method": method, "seed": seed, "history": hist, "compute": dict(s.ledger.compute),
-            "wall_s": time.perf_counter() - t0, "table_best": tab.best_target, **extra}
+            "wall_s": time.perf_counter() - t0, "table_best": tab.best_target, **extra,
+            **({"state": s.state()} if state else {})}
 
 
 def _job(args):

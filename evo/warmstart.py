@@ -164,3 +164,33 @@ def _from_mlflow(E: int, F: int, tracking_uri: str | None, experiment: str, excl
             out.append(Evaluation(key=f"warm:mlflow:{ev['run_id']}", genes=ev["genes"], role="warm",
                                   target=float(best), features=feats))
     return where, out
+
+
+def load_prior(cfg, ckpt, preset_name: str, early_steps: int, full_steps: int, features: tuple[str, ...],
+               tracking_uri: str | None) -> list[Evaluation]:
+    """A search's --warm-start records, in the order it started with: the journal keeps their keys,
+    so a resumed search uses the same. ValueError when a --table search would learn its own table's
+    answers, or when curves it started with are gone."""
+    from evo.genome import genes_key
+
+    recs = load_warm_start(cfg.warm_start, early_steps=early_steps, full_steps=full_steps, features=features,
+                           tracking_uri=tracking_uri or cfg.tracking_uri, experiment=cfg.experiment,
+                           preset=preset_name,
+                           exclude={ckpt.run_id} if getattr(ckpt, "run_id", None) else frozenset())
+    if cfg.table:  # a search by lookup must not learn its own table's answers
+        from evo.table import load_table
+
+        rows = {genes_key(g) for g in load_table(cfg.table).space().row_genes}
+        shared = [r.key for r in recs if genes_key(r.genes) in rows]
+        if shared:
+            raise ValueError(f"--warm-start {cfg.warm_start} shares {len(shared)} architectures with --table "
+                             f"{cfg.table} (e.g. {shared[0]}): the females would know the answers; split the "
+                             f"table first (python -m evo.bench split, docs/TABLES.md)")
+    keys = ckpt.once("warm", lambda: [r.key for r in recs])
+    by_key = {r.key: r for r in recs}
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise ValueError(f"--warm-start {cfg.warm_start}: {len(missing)} of the {len(keys)} curves this search "
+                         f"started with are gone (e.g. {missing[0]}); resume needs the same curves")
+    return [by_key[k] for k in keys]
+

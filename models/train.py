@@ -9,6 +9,7 @@ TrainState.
 import copy
 import ctypes
 import math
+import os
 import platform
 import sys
 import time
@@ -116,6 +117,15 @@ def save_state(state: TrainState, path) -> None:
 def load_state(path) -> TrainState:
     """Read a TrainState written by save_state (weights_only=True: no pickled code)."""
     return TrainState(**torch.load(path, weights_only=True))
+
+
+def model_from_state(gpt_cfg, state: TrainState | str | os.PathLike | None) -> GPT:
+    """A GPT of `gpt_cfg` with the weights of a training state (a TrainState or the path of one);
+    with None, its freshly initialised weights."""
+    model = GPT(gpt_cfg)
+    if state is not None:
+        model.load_state_dict((state if isinstance(state, TrainState) else load_state(state)).model)
+    return model
 
 
 @dataclass
@@ -357,8 +367,7 @@ def main(argv=None) -> dict:
            "final_val_loss": r.final_val_loss, "train_time_s": r.wall_time, "n_params": r.n_params,
            "train_tokens_per_s": r.tokens_per_s, "diverged": r.diverged}
     if not a.no_inference and r.state is not None:
-        model = GPT(gpt_cfg)
-        model.load_state_dict(r.state.model)
+        model = model_from_state(gpt_cfg, r.state)
         for key, cache in (("inference_tokens_per_s", True), ("inference_tokens_per_s_no_cache", False)):
             out[key] = measure_inference(model, use_cache=cache, device=a.device, seed=a.seed)
     if a.json:

@@ -57,9 +57,9 @@ def _males(s, early_target):
     """Males with given (early val loss, target or None); returns them in input order."""
     inds = []
     for k, (e, t) in enumerate(early_target):
-        ind = s.arch_tb.individual()
+        ind = s.policy.arch_tb.individual()
         ind.key = f"m{k}"
-        rec = s._new(ind.key, {"k": k}, 0, "test")
+        rec = s.policy.new(ind.key, {"k": k}, 0, "test")
         rec.early = {"val_losses": [e], "error": None, "diverged": e == float("inf")}
         if t is not None:
             rec.target = t
@@ -70,7 +70,7 @@ def _males(s, early_target):
 def test_male_mode_ranks_by_early_validation_loss(search):
     s = search("male")
     males = _males(s, [(2.9, None), (2.7, None), (float("inf"), None), (2.8, 2.5)])
-    assert [m.key for m in s._rank_males(males, None)] == ["m1", "m3", "m0", "m2"]
+    assert [m.key for m in s.policy.rank_males(males, None)] == ["m1", "m3", "m0", "m2"]
 
 
 def test_combined_mode_ranks_by_nondominated_fronts(search):
@@ -78,7 +78,7 @@ def test_combined_mode_ranks_by_nondominated_fronts(search):
     # (early, target): m0 (1, 5), m1 (2, 4), m2 (3, 3) form the first front; m3 (2, 6) is dominated
     # by m0 and m1; m4 (4, 7) by everything; a failed early run is last
     males = _males(s, [(1.0, 5.0), (2.0, 4.0), (3.0, 3.0), (2.0, 6.0), (4.0, 7.0), (float("inf"), None)])
-    ranked = [m.key for m in s._rank_males(males, None)]
+    ranked = [m.key for m in s.policy.rank_males(males, None)]
     assert set(ranked[:3]) == {"m0", "m1", "m2"} and ranked[3:] == ["m3", "m4", "m5"]
     # within the first front the extremes (infinite crowding distance) come before the middle one
     assert ranked[2] == "m1"
@@ -90,7 +90,7 @@ def test_promotion_takes_the_best_early_children_and_one_drawn_from_the_rest(sea
     for k in kids:
         s.ledger.records[k.key].run_id = None
     random.seed(4)
-    best, lucky = s._promote(1, kids, None)
+    best, lucky = s.policy.promote(kids, None)
     chosen = best + lucky
     assert best == ["m1", "m3"]  # the two lowest early validation losses
     assert len(lucky) == 1 and chosen[2] in {"m0", "m2", "m5"}  # one of the rest; the failed m4 never
@@ -98,7 +98,7 @@ def test_promotion_takes_the_best_early_children_and_one_drawn_from_the_rest(sea
     assert roles["m1"] == roles["m3"] == "promoted" and roles[chosen[2]] == "random"
     assert sum(r == "early-only" for r in roles.values()) == 2
     random.seed(4)
-    assert s._promote(1, kids, None) == (best, lucky)  # the draw comes from the seeded global RNG
+    assert s.policy.promote(kids, None) == (best, lucky)  # the draw comes from the seeded global RNG
 
 
 def test_promotion_by_a_champion_follows_her_ranking_not_the_early_loss(search):
@@ -111,5 +111,5 @@ def test_promotion_by_a_champion_follows_her_ranking_not_the_early_loss(search):
         Evaluation("a", {}, target=1.0, features={f: 0.0 for f in s.fem.features} | {"sotl": 1.0}),
         Evaluation("b", {}, target=2.0, features={f: 0.0 for f in s.fem.features} | {"sotl": 2.0})]
     champ = s.fem.from_strings(["sotl"])[0]
-    assert s._promote(1, kids, champ) == (["m0", "m2"], [])  # lowest sotl first, whatever the early loss
+    assert s.policy.promote(kids, champ) == (["m0", "m2"], [])  # lowest sotl first, whatever the early loss
     assert s.ledger.records["m0"].predicted == pytest.approx(1.0) and s.ledger.records["m2"].predicted == pytest.approx(2.0)

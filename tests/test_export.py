@@ -181,6 +181,7 @@ def feature_rows(n=40, seed=3):
     return X
 
 
+@pytest.mark.slow
 def test_plain_sympy_text_reproduces_predictions_in_a_sympy_only_process(pset, tmp_path):
     import subprocess
     import sys

@@ -9,7 +9,7 @@ from evo.config import Config
 from evo.engine import Search
 from evo.executors import SerialExecutor
 from evo.females import Females
-from evo.genome import step_cost
+from evo.space import step_cost
 from evo.table import TableEvaluator, load_table
 from evo.tablestats import NullTracker, run_method
 from tests.table_helpers import make_table
@@ -31,7 +31,7 @@ def test_a_choosing_female_takes_the_father_she_judges_best(table, tmp_path):
     s = search(table, tmp_path, mode="combined", gens=1, pairing="choice", choice_sample=6, males=8)
     s.run()
     s.ckpt.close()
-    ranked_m = s._rank_males(s.males, s.fem.champion())
+    ranked_m = s.policy.rank_males(s.males, s.fem.champion())
     top = ranked_m[: len(ranked_m) // 2]
     recs = {m.key: s.ledger.records[m.key] for m in ranked_m}
     assert {r.target is None for r in recs.values()} == {True, False}  # both kinds of candidates
@@ -43,7 +43,7 @@ def test_a_choosing_female_takes_the_father_she_judges_best(table, tmp_path):
             guess = s.fem.predict_losses(female, s.ledger.archive, [recs[m.key] for m in fathers])
             worth = [recs[m.key].target if recs[m.key].target is not None else g for m, g in zip(fathers, guess)]
             best = min(range(len(fathers)), key=lambda j: (worth[j] if np.isfinite(worth[j]) else math.inf, j))
-            assert s._parents(i, ranked_m, female) == (mother, fathers[best])
+            assert s.policy.pairing.parents(i, ranked_m, female, s.policy) == (mother, fathers[best])
 
 
 def test_every_child_is_linked_to_its_female_and_predictor_child(table, tmp_path):
@@ -130,7 +130,7 @@ def test_rungs_halve_the_chosen_children_by_the_champion_on_the_longer_curve(tab
     s.run()
     s.ckpt.close()
     E, F = s.E, s.F
-    assert s.rung_steps() == [3 * E]
+    assert s.policy.rung_steps() == [3 * E]
     recs = s.ledger.records
     for g in (1, 2):
         kids = [recs[f"g{g}-c{i}"] for i in range(9)]
@@ -151,6 +151,7 @@ def test_rungs_halve_the_chosen_children_by_the_champion_on_the_longer_curve(tab
     assert s.ledger.compute["early_trainings"] == 6 + 2 * (9 + 3)
 
 
+@pytest.mark.slow
 def test_a_search_with_rungs_and_choice_resumes_to_the_same_result(table, tmp_path, capsys):
     from evo.checkpoint import read_snapshot
     from evo.run import cli

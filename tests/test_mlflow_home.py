@@ -41,6 +41,7 @@ def runs_of(client, parent_id):
     return parent, kids
 
 
+@pytest.mark.slow
 def test_the_experiment_opens_on_runs_and_has_a_leaderboard_view(search):
     cfg, summary, _, client = search
     exp = client.get_experiment(summary["mlflow"]["experiment_id"])
@@ -159,7 +160,7 @@ def test_the_logged_model_loads_and_reproduces_the_val_loss(search):
     import mlflow.pytorch
     import torch
 
-    from evo.engine import search_preset
+    from evo.space import search_preset
     from evo.evaluate import token_data
     from models.data import load_dataset
     from models.train import EVAL_BATCH
@@ -282,6 +283,7 @@ def test_a_table_search_logs_no_model_and_steps_progress_by_table_cost(tmp_path,
     assert all(math.isfinite(v) for _, v in prog)
 
 
+@pytest.mark.slow
 def test_resumed_children_still_name_their_parents_by_run_id(tmp_path, shakespeare_path, monkeypatch):
     import evo.executors
 

@@ -51,6 +51,7 @@ def runs(tmp_path_factory, shakespeare_path):
     return tmp, {m: run(tmp, shakespeare_path, m) for m in PEERS}
 
 
+@pytest.mark.slow
 def test_budget_respected(runs, shakespeare_path):
     _, summaries = runs
     # 30 steps learn something (below the uniform guess) but not more than counting bigrams does
@@ -65,6 +66,7 @@ def test_budget_respected(runs, shakespeare_path):
         assert s["best"]["inference_tokens_per_s"] > 0 and s["best"]["train_time_s"] > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(runs, shakespeare_path):
     tmp, summaries = runs
     for method in ("asha", "evolution"):
@@ -121,6 +123,7 @@ def test_bad_method(tmp_path, shakespeare_path):
         PeerSearch(peer_config(tmp_path, shakespeare_path, "x"), "bogus", SerialExecutor(), None)
 
 
+@pytest.mark.slow
 def test_interrupted_asha_resumes_without_retraining(runs, shakespeare_path):
     tmp, summaries = runs
     calls = []
@@ -152,7 +155,7 @@ def test_interrupted_asha_resumes_without_retraining(runs, shakespeare_path):
 def test_asha_child_run_logs_each_step_once(runs, shakespeare_path):
     from mlflow.tracking import MlflowClient
 
-    from evo.engine import search_preset
+    from evo.space import search_preset
 
     tmp, summaries = runs
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")

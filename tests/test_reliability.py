@@ -165,7 +165,11 @@ def test_an_error_while_finishing_fails_the_run_and_resume_finishes_it(tmp_path,
     summary = main(fast_config(tmp_path, shakespeare_path, gens=1, resume=True))
     assert len(fake.calls) == n  # nothing retrained
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
-    assert (cfg.out_dir / "summary.json").exists() and summary["best"]["best_val_loss"] < 4
+    assert (cfg.out_dir / "summary.json").exists()
+    import csv
+    rows = [r for r in csv.DictReader(open(cfg.out_dir / "results.csv")) if r["best_val_loss"]]
+    assert summary["best"]["best_val_loss"] == pytest.approx(min(float(r["best_val_loss"]) for r in rows))
+    assert json.loads((cfg.out_dir / "summary.json").read_text())["best"] == summary["best"]
 
 
 # -- 2. concurrent starts on a new sqlite store ------------------------------------------------------
@@ -270,6 +274,7 @@ def test_resume_with_another_dataset_is_refused(tmp_path, shakespeare_path, fake
 
 
 # -- 5. an unreachable tracking server -----------------------------------------------------------------
+@pytest.mark.slow
 def test_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text("to be or not to be, that is the question\n" * 200)
@@ -448,6 +453,7 @@ def test_a_deleted_state_file_is_a_clear_error_naming_it(tmp_path, shakespeare_p
     assert parent.info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_mlflow_telemetry_is_off_unless_the_user_opts_in(tmp_path):
     ci = {"PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS",
           "TF_BUILD", "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE", "TEAMCITY_VERSION",

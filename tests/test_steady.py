@@ -9,7 +9,7 @@ from evo.checkpoint import Checkpoint, CheckpointError, read_snapshot
 from evo.config import Config
 from evo.engine import Search
 from evo.executors import Feed, ProcessExecutor, SerialExecutor, feed_of
-from evo.genome import step_cost
+from evo.space import step_cost
 from evo.table import TableEvaluator
 from evo.tablestats import NullTracker
 from tests.table_helpers import make_table
@@ -163,6 +163,7 @@ def test_executors_take_tasks_fed_while_they_run(tmp_path):
     assert first["key"] == "a" and [(r["key"], r["value"]) for r in rest] == [("b", value(2))]
 
 
+@pytest.mark.slow
 def test_a_live_steady_search_continues_from_saved_states(tmp_path, shakespeare_path):
     """Real trainings: promoted children continue from their saved early states (a missing state stops
     the search), and two workers give the serial result."""

@@ -128,6 +128,7 @@ def test_experiment_on_a_table_prints_paired_statistics(table_dir, tmp_path, cap
     assert "| combined |" in (tmp_path / "res" / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_evo_run_searches_a_table_end_to_end(table_dir, tmp_path, monkeypatch):
     """`evo.run --table`: MLflow, checkpoint, summary and figures as in a live search, by lookup."""
     from evo.checkpoint import read_snapshot
@@ -179,6 +180,7 @@ def test_bench_build_writes_a_table_that_reproduces_its_trainings(tmp_path, shak
     assert (out / "build.jsonl").read_text() == lines and Table(out).targets.tolist() == t.targets.tolist()
 
 
+@pytest.mark.slow
 def test_evo_predict_reads_the_committed_tiny_table(tmp_path, capsys):
     """The tiny table's curves.csv is the evo.predict format: last-loss tau from the CLI equals the
     table's own early-val-vs-target tau."""

@@ -98,8 +98,11 @@ def test_measure_inference_runs(monkeypatch, one_thread):
     real = GPT.generate
     monkeypatch.setattr(GPT, "generate", lambda self, idx, n, **kw: calls.append((idx.tolist(), n, kw))
                         or real(self, idx, n, **kw))
-    assert measure_inference(model, n_samples=2, new_tokens=20) > 0
-    assert measure_inference(model, n_samples=1, new_tokens=20, use_cache=False) > 0
+    import models.inference
+    ticks = iter([0.0, 0.5, 1.0, 1.25, 2.0, 2.4])  # a clock: each generation takes 0.5 s, 0.25 s, 0.4 s
+    monkeypatch.setattr(models.inference.time, "perf_counter", lambda: next(ticks))
+    assert measure_inference(model, n_samples=2, new_tokens=20) == pytest.approx((20 / 0.5 + 20 / 0.25) / 2)
+    assert measure_inference(model, n_samples=1, new_tokens=20, use_cache=False) == pytest.approx(20 / 0.4)
     assert [c[0] for c in calls] == [[[0]]] * 3 and {c[1] for c in calls} == {20}
     assert [c[2]["use_cache"] for c in calls] == [True, True, False]
     assert calls[0][2]["temperature"] == 0.8 and calls[0][2]["top_k"] == 200
