@@ -103,6 +103,10 @@ def evaluate(task: EvalTask) -> dict:
                 raise SetupError(f"evaluation {task.key}: cannot read the saved early state "
                                  f"{task.load_state} ({e.strerror or e}); workers on other machines "
                                  f"need a shared --out folder") from None
+            except Exception as e:  # torch's reader: a truncated or foreign file
+                raise SetupError(f"evaluation {task.key}: the saved early state {task.load_state} is "
+                                 f"unreadable ({_reason(e)}); delete it and resume: the architecture is then "
+                                 f"retrained from step 0") from None
         res = train(gpt_cfg, train_cfg, data, steps=task.steps, seed=task.seed, state=state)
         if task.save_state and res.state is not None:
             tmp = task.save_state + ".tmp"
@@ -110,9 +114,11 @@ def evaluate(task: EvalTask) -> dict:
                 os.makedirs(os.path.dirname(task.save_state) or ".", exist_ok=True)
                 save_state(res.state, tmp)
                 os.replace(tmp, task.save_state)
-            except OSError as e:
+            except Exception as e:  # a full disk, a read-only folder: torch's writer raises RuntimeError
+                _discard(tmp)
                 raise SetupError(f"evaluation {task.key}: cannot write the training state "
-                                 f"{task.save_state} ({e.strerror or e})") from None
+                                 f"{task.save_state} ({_reason(e)}); the training is not booked: fix the "
+                                 f"disk and resume to train it again") from None
         out = res.to_dict()
         out["error"] = None
     except SetupError:
@@ -126,6 +132,19 @@ def evaluate(task: EvalTask) -> dict:
     out["phase"] = task.phase
     out["eval_seconds"] = time.perf_counter() - t0
     return out
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's own words on one line (an OSError's strerror, else its first line)."""
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def _discard(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _with_threads(train_cfg, threads: int):

@@ -7,8 +7,9 @@ fitness). The `Ledger` is shared by the engine and every peer method; it holds t
 archive, the compute spent, the history and the state files, with one set of rules:
 
 - compute: a phase is charged the FLOPs of its result minus those of the same evaluation's previous
-  phase (a continuation pays only its own steps); a result with an `error` carries no FLOPs and is
-  charged none; seconds are charged as reported.
+  phase (a continuation from its saved state pays only its own steps; one whose state was lost
+  trains from step 0 and pays all); a result with an `error` carries no FLOPs and is charged none;
+  seconds are charged as reported.
 - counts: every phase that ran counts once, failed or not (it was paid for): in `full_trainings`
   when it was to reach the full budget, else in `early_trainings`; `trainings` counts both.
 - history: a point (FLOPs, full trainings, best target so far) after every full-budget phase, or
@@ -133,7 +134,8 @@ class Ledger:
         state files and history."""
         full = task.steps >= self.full_steps
         prev = rec.result
-        self.compute["flops"] += 0.0 if res.get("error") else res.get("flops", 0.0) - (prev or {}).get("flops", 0.0)
+        before = (prev or {}).get("flops", 0.0) if task.load_state else 0.0  # a restart from step 0 pays all
+        self.compute["flops"] += 0.0 if res.get("error") else res.get("flops", 0.0) - before
         self.compute["seconds"] += res.get("eval_seconds", 0.0)
         self.compute["full_trainings" if full else "early_trainings"] += 1
         self.compute["trainings"] += 1

@@ -17,6 +17,7 @@ the workers; see docs/ALGORITHM.md "Steady-state scheduling").
 from __future__ import annotations
 
 import heapq
+import sys
 import time
 
 from evo.evaluate import EvalTask, final_phase
@@ -47,8 +48,22 @@ class Runner:
         key = rec.key + suffix
         return EvalTask(key=key, record=rec.key, genes=rec.genes, preset=self.preset, steps=steps,
                         seed=eval_seed(self.cfg.seed, rec.genes), data=self.cfg.data, device=self.cfg.device,
-                        threads=self.cfg.threads, load_state=rec.state_file, save_state=self.ckpt.state_path(key),
-                        phase=phase)
+                        threads=self.cfg.threads, load_state=self._state_to_load(rec, key),
+                        save_state=self.ckpt.state_path(key), phase=phase)
+
+    def _state_to_load(self, rec: Evaluation, key: str) -> str | None:
+        """The record's saved state, or None when it is gone (deleted, a lost disk): then the task
+        trains from step 0 (the same seed gives the same result) and pays every step. The choice is
+        journaled, so a resumed search makes it again."""
+        path = rec.state_file
+        if not path or self.ckpt.get(f"restart/{key}"):
+            return None
+        if self.cfg.table or "eval/" + key in self.ckpt or self.ckpt.state_available(path):  # lookups save none
+            return path
+        print(f"warning: the saved training state {path} is missing; {key} is trained from step 0 "
+              f"instead (same result, more compute)", file=sys.stderr)
+        self.ckpt.record(f"restart/{key}", True)
+        return None
 
     def done_steps(self, task: EvalTask) -> int:
         """Steps already trained that `task` continues from (a continuation pays only its own)."""

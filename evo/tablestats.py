@@ -54,6 +54,9 @@ class MemoryCheckpoint:
     def state_path(self, key: str) -> str:
         return f"(memory)/{key}"  # lookups never write states: the ledger finds no file to delete
 
+    def state_available(self, path: str) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
