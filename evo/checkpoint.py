@@ -52,6 +52,7 @@ class Checkpoint:
         self.run_id: str | None = None
         self.tracking_uri: str | None = None
         self._fh = self._lock = None
+        self.rebuilt = False  # checkpoint.json was unreadable and its head was rebuilt from the journal
         if resume:
             self._check(self._read())  # a foreign or corrupt checkpoint is refused before anything is written
         try:
@@ -76,46 +77,42 @@ class Checkpoint:
                                   f"or choose another --out")
 
     def _acquire(self) -> None:
-        """Take the folder's lock, or fail at once naming the folder and the process that holds it."""
-        try:
-            fh = open(self.lock_path, "a+")
-        except OSError as e:
-            raise _unwritable(self.dir, e) from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip()
-                fh.close()
-                raise CheckpointError(
-                    f"{self.dir} is in use: another process{f' (pid {holder})' if holder.isdigit() else ''} "
-                    f"holds its lock {self.lock_path}; wait for that search to end (or stop it) before "
-                    f"running or resuming a search in this folder") from None
-            except OSError as e:  # a filesystem without locks (some network mounts): go on unlocked
-                print(f"warning: cannot lock {self.lock_path} ({e.strerror or e}); make sure no other "
-                      f"process uses {self.dir}", file=sys.stderr)
-        try:  # who holds it, for the error above
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"{os.getpid()}\n")
-            fh.flush()
-        except OSError:
-            pass
-        self._lock = fh
+        self._lock = lock_folder(self.dir, self.lock_path, "search")
 
     def _read(self) -> dict:
-        if not self.path.exists():
+        if not self.path.exists() and not self.journal_path.exists():
             raise CheckpointError(f"no checkpoint to resume at {self.path}")
         try:
             doc = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"corrupt checkpoint {self.path}: {e}") from None
+        except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+            doc = self._rebuilt(f"{e}")
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise CheckpointError(f"{self.path} is not a Dimorph checkpoint (format={doc.get('format') if isinstance(doc, dict) else None!r})")
         if doc.get("version") != VERSION:
             raise CheckpointError(f"{self.path} has checkpoint version {doc.get('version')!r}, expected {VERSION}")
         return doc
+
+    def _rebuilt(self, why: str) -> dict:
+        """The snapshot's head (settings, MLflow run) from the journal's `meta` entries, when
+        checkpoint.json is unreadable; the rest of the snapshot is rebuilt by the resumed search."""
+        meta = None
+        try:
+            for line in self.journal_path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and entry.get("id") == "meta" and isinstance(entry.get("value"), dict):
+                    meta = entry["value"]
+        except OSError:
+            pass
+        if meta is None:
+            raise CheckpointError(f"corrupt checkpoint {self.path} ({why}), and its journal {self.journal_path} "
+                                  f"does not record the search's settings (a search of an older version); "
+                                  f"start the search again in a new --out") from None
+        print(f"warning: {self.path} is unreadable ({why}); rebuilt from the journal", file=sys.stderr)
+        self.rebuilt = True
+        return {"format": FORMAT, "version": VERSION, **meta}
 
     def _check(self, doc: dict) -> None:
         """The checkpoint must be of this search: same settings, except those that may grow (gens)."""
@@ -141,21 +138,22 @@ class Checkpoint:
         self.run_id = doc.get("run_id")
         self.tracking_uri = doc.get("tracking_uri")
         if self.journal_path.exists():
-            lines = self.journal_path.read_text().splitlines()
+            text = self.journal_path.read_bytes().decode("utf-8", errors="replace")
+            lines = text.splitlines()
             for n, line in enumerate(lines, 1):
                 try:
                     entry = json.loads(line)
+                    if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or "value" not in entry:
+                        raise ValueError("not an entry")
                     self.journal[entry["id"]] = entry["value"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    if n == len(lines):  # only a last line cut short by a kill is forgiven
-                        self._truncate_last_line()
+                except ValueError:
+                    if n == len(lines) and not text.endswith("\n"):  # a last line cut short by a kill
+                        _atomic_write(self.journal_path, text[: text.rfind("\n") + 1])
                         break
-                    raise CheckpointError(f"corrupt journal {self.journal_path} at line {n}") from None
-
-    def _truncate_last_line(self) -> None:
-        text = self.journal_path.read_text()
-        keep = text[: text.rstrip("\n").rfind("\n") + 1]
-        _atomic_write(self.journal_path, keep)
+                    raise CheckpointError(f"corrupt journal {self.journal_path} at line {n}: {line[:80]!r}") from None
+            else:
+                if text and not text.endswith("\n"):  # a whole last entry without its newline
+                    _atomic_write(self.journal_path, text + "\n")
 
     def get(self, event_id: str, default=None):
         return self.journal.get(event_id, default)
@@ -187,7 +185,11 @@ class Checkpoint:
         eid = "eval/" + task.key
         if eid in self.journal:
             res = self.journal[eid]
-            if isinstance(res, dict) and "genes" in res and res["genes"] != task.genes:
+            if not isinstance(res, dict) or not isinstance(res.get("key"), str):
+                raise CheckpointError(f"{self.journal_path}: the entry {eid} is not an evaluation result "
+                                      f"({str(res)[:60]!r}); the journal was edited or damaged: resume needs the "
+                                      f"entry as it was written, or start again in a new --out")
+            if "genes" in res and res["genes"] != task.genes:
                 raise CheckpointError(f"{self.journal_path}: {eid} was trained for genes {res['genes']}, the "
                                       f"resumed search asks for {task.genes}; the search changed since it "
                                       f"was started: resume it with the same version, or use another --out")
@@ -197,13 +199,38 @@ class Checkpoint:
         return res
 
     def snapshot(self, state: dict) -> None:
-        """Rewrite checkpoint.json atomically with the search's state (populations, archive, compute, ...)."""
+        """Rewrite checkpoint.json atomically with the search's state (populations, archive, compute, ...).
+        Its head (settings, MLflow run) is journaled too, so an unreadable snapshot can be rebuilt."""
+        meta = {"search": self.search, "run_id": self.run_id, "tracking_uri": self.tracking_uri}
+        if self.journal.get("meta") != meta:
+            self.record("meta", meta)
         doc = {"format": FORMAT, "version": VERSION, "search": self.search, "run_id": self.run_id,
                "tracking_uri": self.tracking_uri, "n_events": len(self.journal), **state}
         _atomic_write(self.path, json.dumps(doc, indent=1, allow_nan=True))
 
     def state_path(self, key: str) -> str:
+        """The file of the training state a task saves (the one owner of state-file names)."""
         return str(self.states / f"{key.replace('/', '_')}.pt")
+
+    def state_available(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def evaluated(self) -> bool:
+        """Whether any evaluation was journaled (something computed that a resume must not lose)."""
+        return any(k.startswith("eval/") for k in self.journal)
+
+    def discard(self) -> None:
+        """Remove the snapshot, the journal and the states of a search that computed nothing (it was
+        refused at its start), so that the folder does not block the next search."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        for p in (self.path, self.journal_path):
+            p.unlink(missing_ok=True)
+        try:
+            self.states.rmdir()  # only when empty
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Close the journal and release the folder's lock."""
@@ -213,6 +240,37 @@ class Checkpoint:
         if self._lock is not None:
             self._lock.close()  # closing the file releases the flock
             self._lock = None
+
+
+def lock_folder(folder: Path, lock_path: Path, what: str):
+    """Take a folder's lock (an exclusive flock on `lock_path`, held until the returned file is
+    closed), or fail at once naming the folder and the process that holds it."""
+    try:
+        fh = open(lock_path, "a+")
+    except OSError as e:
+        raise _unwritable(folder, e) from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            raise CheckpointError(
+                f"{folder} is in use: another process{f' (pid {holder})' if holder.isdigit() else ''} "
+                f"holds its lock {lock_path}; wait for that {what} to end (or stop it) before "
+                f"running or resuming a {what} in this folder") from None
+        except OSError as e:  # a filesystem without locks (some network mounts): go on unlocked
+            print(f"warning: cannot lock {lock_path} ({e.strerror or e}); make sure no other "
+                  f"process uses {folder}", file=sys.stderr)
+    try:  # who holds it, for the error above
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+    except OSError:
+        pass
+    return fh
 
 
 def _unwritable(folder: Path, e: OSError) -> CheckpointError:

@@ -116,6 +116,10 @@ def main(cfg: Config) -> dict:
             if isinstance(prev, dict) and prev.get("gens") == cfg.gens:  # finished: nothing to redo
                 if ckpt.run_id:
                     tracker.start_search({}, run_name="", run_id=ckpt.run_id, reopen=False)
+                if ckpt.rebuilt:  # the snapshot was unreadable: replaying the journal writes it again
+                    bars = _Bars(cfg, False)
+                    seed_everything(cfg.seed)
+                    search.run()
                 print(format_summary(prev))
                 return prev
             params = {**dataclasses.asdict(cfg), **{f"preset.{k}": v for k, v in _preset_params(search.preset).items()}}
@@ -160,6 +164,8 @@ def main(cfg: Config) -> dict:
                 if bars is not None:
                     bars.close()
                 _quietly(tracker.finish, None, status="FAILED")
+                if not cfg.resume and not ckpt.evaluated():  # refused at its start: --out stays free
+                    ckpt.discard()
                 if isinstance(e, FileNotFoundError) and e.filename and Path(e.filename).parent == ckpt.states:
                     raise _missing_state(e.filename, ckpt) from None
                 raise
