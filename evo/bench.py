@@ -44,17 +44,57 @@ def _tasks(preset, n: int, seed: int, noise: int, noise_seeds: int, data: str | 
 
 
 def _journal(path: Path) -> dict[str, dict]:
+    """The journaled trainings by key. A last line cut short by a kill is dropped from the file (so
+    the next record starts on a line of its own); a whole last record without its newline gets one."""
     done = {}
-    if path.exists():
-        lines = path.read_text().splitlines()
-        for n, line in enumerate(lines, 1):
-            try:
-                rec = json.loads(line)
-                done[rec["key"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                if n != len(lines):  # only a last line cut short by a kill is forgiven
-                    raise ValueError(f"{path}:{n}: corrupt journal line") from None
+    if not path.exists():
+        return done
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+                raise ValueError("not a record")
+            done[rec["key"]] = rec
+        except ValueError:
+            if n == len(lines) and not text.endswith("\n"):
+                _rewrite(path, text[: text.rfind("\n") + 1])
+                return done
+            raise ValueError(f"{path}:{n}: corrupt journal line {line[:80]!r}") from None
+    if text and not text.endswith("\n"):
+        _rewrite(path, text + "\n")
     return done
+
+
+def _rewrite(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _settings(a, preset, data_sha256: str | None) -> dict:
+    """What makes a build: a resumed build must have the same, or its rows would mix two builds."""
+    return {"preset": preset.name, "full_steps": preset.full_steps, "n": a.n, "seed": a.seed, "noise": a.noise,
+            "noise_seeds": a.noise_seeds, "data_sha256": data_sha256}
+
+
+def _check_settings(out: Path, settings: dict, journaled: bool) -> None:
+    path = out / "build.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} is unreadable ({e}); move it away to resume the build without the check")
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(f"{out} holds a build with other settings (there, now): {diff}; resume it with its "
+                             f"own settings, or build in another --out")
+    elif journaled:
+        raise ValueError(f"{out} holds trainings ({out / 'build.jsonl'}) but no build.json with their settings "
+                         f"(a build of an older version); build in another --out")
+    else:
+        _rewrite(path, json.dumps(settings, indent=1) + "\n")
 
 
 def _fmt(x: float) -> str:
@@ -109,10 +149,7 @@ def write_table(out: Path, preset, tasks: list[EvalTask], done: dict[str, dict],
 
 
 def build(a) -> dict:
-    import torch
-
     from evo.evaluate import token_data
-    from evo.executors import ProcessExecutor, SerialExecutor
     from models.data import load_dataset
 
     preset = get_preset(a.preset)
@@ -127,11 +164,30 @@ def build(a) -> dict:
         raise ValueError(f"--noise must be in [0, --n={a.n}], got {a.noise}")
     ds = load_dataset(a.data)
     token_data(a.data, preset)  # fail here, not in every worker, if the data is unusable
+    from evo.checkpoint import lock_folder
+
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(out, out / "build.lock", "build")
+    try:
+        return _build(a, preset, ds, out)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the finished trainings are journaled in {out / 'build.jsonl'}; run the same "
+              f"command to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        lock.close()
+
+
+def _build(a, preset, ds, out: Path) -> dict:
+    import torch
+
+    from evo.executors import ProcessExecutor, SerialExecutor
+
     jpath = out / "build.jsonl"
     tasks = _tasks(preset, a.n, a.seed, a.noise, a.noise_seeds, a.data)
     done = _journal(jpath)
+    _check_settings(out, _settings(a, preset, _sha256(ds.source)), journaled=bool(done))
     todo = [t for t in tasks if t.key not in done]
     t0 = time.perf_counter()
     ex = ProcessExecutor(a.workers) if a.workers > 0 else SerialExecutor()
