@@ -284,9 +284,15 @@ def main(argv=None) -> dict:
     return {"rows": rows, "records": records, "files": [str(f) for f in files]}
 
 
-if __name__ == "__main__":
+def cli(argv=None) -> int:
+    """`python -m evo.experiment`: main(), with bad input as one line and exit code 2."""
     try:
-        main()
+        main(argv)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

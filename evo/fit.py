@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from evo.seeding import seed_everything
 from evo.predict import InputError, _finite, check_budget_flags, parse_args_or_exit_code, read_curves, read_table
 from primitives.baselines import BASELINES
 from primitives.features import curve_features
@@ -165,13 +165,16 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
                          f"to fit on)")
     feats = features_of(curves, ids, early_steps, full_steps, curves_path, meta, meta_path)
     y = np.array([finals[cid][0] for cid in ids])
+    fit_y = y[~test][np.isfinite(y[~test])]
+    if len(set(fit_y.tolist())) < 2:
+        raise InputError(f"the finals of the {len(fit_y)} curves to fit on are all equal "
+                         f"({fit_y[0] if len(fit_y) else 'none finite'}): there is no ranking to learn")
     train_ids = [c for c, t in zip(ids, test) if not t]
     test_ids = [c for c, t in zip(ids, test) if t]
     rows = [{"key": cid, "target": float(t), "features": f} for cid, t, f in zip(ids, y, feats)]
     train = records_from_rows([r for r, t in zip(rows, test) if not t])
 
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
+    seed_everything(seed, torch=False)
     fem = Females(arch_features=meta is not None)
     fem.init(pop)
     bar = Progress(gens, enabled=progress)
@@ -308,6 +311,10 @@ def main(argv=None) -> int:
     except (InputError, ValueError, OSError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; nothing written (--max-seconds stops a fit early and keeps its "
+              f"best predictor)", file=sys.stderr)
+        return 130
     print(format_report(res["report"], args.out))
     return 0
 

@@ -58,8 +58,23 @@ def _rows(path: str, required: tuple[str, ...]):
                 yield reader.line_num, {c: row[c].strip() for c in required}
     except OSError as err:
         raise InputError(f"{path}: cannot read: {err.strerror}") from None
-    except (UnicodeDecodeError, csv.Error) as err:
+    except UnicodeDecodeError:
+        line, col = _first_non_utf8(path)
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte {col + 1} of the line); save the file as "
+                         f"UTF-8") from None
+    except csv.Error as err:
         raise InputError(f"{path}: not a readable CSV file: {err}") from None
+
+
+def _first_non_utf8(path) -> tuple[int, int]:
+    """(line number, byte offset in it) of the first line that is not UTF-8."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return n, e.start
+    return 1, 0
 
 
 def _number(text: str, what: str, where: str, positive: bool = False, loss: bool = False) -> float:
@@ -188,6 +203,9 @@ def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
         for name in predictor.features:
             _finite(feats[name], f"feature {name!r}", cid, args.curves, c["line"])
         preds[cid] = predictor(feats)
+        if predictor.overflows(feats):
+            raise InputError(f"{args.curves}:{c['line']}: the formula overflows on curve {cid!r} (its value is "
+                             f"beyond +-{MAX_LOSS:g}); no prediction is written")
     return preds, True
 
 

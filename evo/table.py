@@ -214,6 +214,10 @@ class Table:
                 if split not in self.curves[i] or len(self.curves[i][split][0]) < 2:
                     raise TableError(f"{path}: architecture {aid!r} needs at least 2 {split!r} points")
         self.targets = np.array([self._best(i, self.full_steps) for i in range(len(self.ids))])
+        base = self.meta.get("baseline")
+        if base is not None and str(base) not in self.index:
+            raise TableError(f"{self.dir / 'table.json'}: baseline {base!r} is not an arch_id of archs.csv "
+                             f"(its first is {self.ids[0]!r})")
 
     # -- the search space ------------------------------------------------------------------------
     def space(self) -> TableSpace:
@@ -223,7 +227,7 @@ class Table:
         unit = np.array([[_unit(p, v) for p, v in zip(params, row)] for row in self.gene_values])
         row_genes = tuple({g: _plain(v) for g, v in zip(self.genes, row)} for row in self.gene_values)
         base = self.meta.get("baseline")
-        b = self.index.get(str(base), 0) if base is not None else 0
+        b = self.index[str(base)] if base is not None else 0
         return TableSpace(name=f"table:{self.meta.get('name', self.dir.name)}", full_steps=self.full_steps,
                           early_steps=self.early_steps, space=params, baseline=dict(row_genes[b]),
                           unit_rows=unit, row_genes=row_genes)

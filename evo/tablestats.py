@@ -100,6 +100,16 @@ def run_method(table: str, method: str, seed: int, budget: float, opts: dict | N
             **({"state": s.state()} if state else {})}
 
 
+def check_budgets(budgets: list[float], tab) -> None:
+    """A table answers budgets up to training each of its architectures once: past that a search
+    can only train rows again, and one of a method that never repeats itself would never end."""
+    limit = len(tab.ids)
+    over = [b for b in budgets if not b <= limit]
+    if over:
+        raise ValueError(f"--budgets {over[0]:g} is more than the table's {limit} architectures trained once "
+                         f"each (budgets are in mean full trainings); use budgets up to {limit}")
+
+
 def _job(args):
     return run_method(*args)
 
@@ -208,6 +218,7 @@ def run(table: str, methods: list[str], seeds: list[int], budgets: list[float], 
     from evo.table import load_table
 
     tab = load_table(table)
+    check_budgets(budgets, tab)
     unit, best = tab.mean_full_cost(), tab.best_target
     jobs = [(table, m, s, max(budgets) * unit) for s in seeds for m in methods]
     t0 = time.perf_counter()

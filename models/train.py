@@ -350,7 +350,9 @@ def main(argv=None) -> dict:
     if a.threads is not None:
         torch.set_num_threads(a.threads)  # for the inference samples; train() sets its own
     preset = get_preset(a.preset)
-    steps = a.steps or preset.full_steps
+    if a.steps is not None and a.steps < 1:
+        ap.exit(2, f"{ap.prog}: error: --steps must be >= 1, got {a.steps}\n")
+    steps = preset.full_steps if a.steps is None else a.steps
     try:  # no data, a bad device or a bad budget: one paragraph and exit code 2, no traceback
         check_device(a.device)
         ds = load_dataset(a.data)

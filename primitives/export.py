@@ -46,7 +46,7 @@ from deap import gp
 
 import primitives.pset as pset_lib
 from primitives.gp import tree_from_string
-from primitives.pset import (DIV_EPS, LAMBDIFY_MODULES, SYMPY_OPS, ProtectedDiv, compile_tree,
+from primitives.pset import (BIG, DIV_EPS, LAMBDIFY_MODULES, SYMPY_OPS, ProtectedDiv, compile_tree,
                              finite_predictions, make_pset)
 
 FORMAT = "dimorph-predictor"
@@ -348,12 +348,21 @@ class Predictor:
                              f"{self.features}, got shape {X.shape}")
         return self._predict_used(X)
 
-    def _predict_used(self, X: np.ndarray) -> np.ndarray:
-        """Evaluate on columns of the used features (unused pset arguments are set to 0)."""
+    def overflows(self, features: Mapping) -> bool:
+        """Whether the formula itself (before calibration) leaves the finite range on these scalar
+        features: its prediction is then the clipped sentinel, not a number about the curve."""
+        X = np.array([[float(features[n]) for n in self.features]]).reshape(1, len(self.features))
+        return not abs(float(self._raw(X)[0])) < BIG
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
         full = np.zeros((X.shape[0], len(self.feature_order)))
         for j, name in enumerate(self.features):
             full[:, self.feature_order.index(name)] = X[:, j]
-        y = finite_predictions(self._func(full), X.shape[0])
+        return finite_predictions(self._func(full), X.shape[0])
+
+    def _predict_used(self, X: np.ndarray) -> np.ndarray:
+        """Evaluate on columns of the used features (unused pset arguments are set to 0)."""
+        y = self._raw(X)
         if self.calibration is None:
             return y
         return finite_predictions(self.calibration["a"] * y + self.calibration["b"], X.shape[0])
