@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import os
 import pickle
 import signal
+import sys
 import traceback
 from collections import deque
 from multiprocessing.connection import wait
@@ -67,8 +69,24 @@ class RemoteTraceback(Exception):
     """The traceback of an exception raised in a worker process."""
 
 
-def _worker_main(conn, device: str | None, fn: Callable) -> None:
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel kill this worker when the driver dies (even by SIGKILL), so that no
+    orphan trains on and writes into --out; elsewhere the worker ends at its next message."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the driver died before the line above took effect
+        os._exit(0)
+
+
+def _worker_main(conn, device: str | None, fn: Callable, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when workers stop
+    if parent is not None:
+        _die_with_parent(parent)
     while True:
         try:
             msg = conn.recv()
@@ -83,7 +101,10 @@ def _worker_main(conn, device: str | None, fn: Callable) -> None:
             out = (idx, call(fn, task), None)
         except Exception as e:  # sent back to the driver, which raises it
             out = (idx, None, (_portable(e), traceback.format_exc()))
-        conn.send(out)
+        try:
+            conn.send(out)
+        except OSError:  # the driver is gone (BrokenPipeError): nothing to report to
+            return
 
 
 def _portable(e: Exception) -> Exception:
@@ -102,7 +123,8 @@ class _Worker:
 
     def __init__(self, ctx, device: str | None, fn: Callable, name: str):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, device, fn), name=name, daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, device, fn, os.getpid()), name=name,
+                                daemon=True)
         self.proc.start()
         child.close()
         self.job: int | None = None

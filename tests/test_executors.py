@@ -1,5 +1,6 @@
 """Executors: same results whatever runs them; a dead worker costs a retry, never the batch."""
 import dataclasses
+from pathlib import Path
 from collections import Counter
 
 import pytest
@@ -215,3 +216,48 @@ def test_dask_takes_tasks_fed_while_it_runs(dask_ex):
     rest = list(stream)
     assert [first["key"]] + [r["key"] for r in rest] == ["t0", "t2"]
     assert rest[0]["value"] == by_key(SerialExecutor(fn=fake_eval).run(tasks(3)))["t2"]["value"]
+
+
+def test_workers_end_when_the_driver_is_killed(tmp_path):
+    """kill -9 of the driver: its workers do not train on (and write into --out) as orphans."""
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path[:0] = [{str(root)!r}, {str(root / 'tests')!r}]\n"
+        "from evo.executors import ProcessExecutor\n"
+        "from tests.exec_helpers import FakeTask, fake_eval\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessExecutor(2, fn=fake_eval) as ex:\n"
+        "        for r in ex.run([FakeTask(f't{i}', i, meta={'sleep': 120}) for i in range(2)]):\n"
+        "            pass\n")
+    driver = subprocess.Popen([sys.executable, str(script)])
+
+    def children():
+        out = subprocess.run(["pgrep", "-P", str(driver.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def alive(pid):
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        return "\nState:\tZ" not in state
+
+    deadline = time.time() + 60
+    while len(children()) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    workers = children()
+    assert len(workers) >= 2
+    time.sleep(1.0)  # the workers are inside their 120 s tasks
+    assert all(alive(p) for p in workers)
+    driver.kill()
+    driver.wait()
+    deadline = time.time() + 10
+    while any(alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert [p for p in workers if alive(p)] == []

@@ -110,3 +110,30 @@ def test_a_search_refused_at_its_start_leaves_the_folder_free(table, tmp_path, c
     assert "budget" in capsys.readouterr().err
     assert not (out / "checkpoint.json").exists() and not (out / "journal.jsonl").exists()
     assert cli(_argv(table, out, 1, "--mode", "female")) == 0  # no --resume needed, nothing in the way
+
+
+def test_a_store_file_that_is_no_database_is_one_line(table, tmp_path, capsys):
+    bad = tmp_path / "mlflow.db"
+    bad.write_bytes(os.urandom(5000))
+    assert cli(_argv(table, tmp_path / "out", 1, "--tracking-uri", f"sqlite:///{bad}")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (f"error: cannot open the MLflow store sqlite:///{bad}: file is not a database; "
+                                        f"move the file away (a new store is made) or point --tracking-uri at "
+                                        f"another one")
+
+
+def test_a_parent_run_deleted_in_mlflow_is_one_line_on_resume_and_restoring_it_resumes(table, whole, tmp_path,
+                                                                                       capsys):
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "out"
+    assert cli(_argv(table, out, 2)) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out.db'}")
+    run_id = json.loads((out / "checkpoint.json").read_text())["run_id"]
+    client.delete_run(run_id)
+    capsys.readouterr()
+    assert cli(_argv(table, out, 3, "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"run {run_id} was deleted" in err[0] and "mlflow runs restore" in err[0]
+    client.restore_run(run_id)
+    assert cli(_argv(table, out, 3, "--resume")) == 0 and _state(out) == whole[3]

@@ -141,7 +141,14 @@ def _connecting(uri: str):
     """Turn a failure to reach the store into one clear TrackingError."""
     try:
         yield
-    except (MlflowException, OSError) as e:
+    except Exception as e:
+        database = type(e).__module__.startswith("sqlalchemy")  # a store file that is no database
+        if not isinstance(e, (MlflowException, OSError)) and not database:
+            raise
+        if database:
+            why = getattr(getattr(e, "orig", None), "args", [None])[0] or _reason(e)
+            raise TrackingError(f"cannot open the MLflow store {uri}: {why}; move the file away (a new store "
+                                f"is made) or point --tracking-uri at another one") from None
         if uri.startswith(("http://", "https://")):
             raise TrackingError(
                 f"cannot reach the MLflow tracking server {uri}: {_reason(e)}. Start it, or point "

@@ -102,6 +102,10 @@ class Tracker:
         except MlflowException:
             raise TrackingError(f"the search's MLflow run {run_id} is not in {self.uri}; resume with the "
                                 f"--tracking-uri the search was started with") from None
+        if run.info.lifecycle_stage == "deleted":
+            raise TrackingError(f"the search's MLflow run {run_id} was deleted from {self.uri}; restore it "
+                                f"(mlflow runs restore --run-id {run_id}, with MLFLOW_TRACKING_URI={self.uri}) "
+                                f"and resume, or start the search again in a new --out")
         self.run_id, self.resumed = run_id, True
         self.experiment_id = run.info.experiment_id  # its children live beside it, whatever --experiment says
         self._children = self._logged_children()
