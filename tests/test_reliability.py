@@ -529,3 +529,29 @@ def test_a_journaled_result_for_other_genes_is_refused(tmp_path):
         ck.evaluation(other, lambda: calls.append(3))
     assert calls == [1]
     ck.close()
+
+
+@pytest.mark.slow
+def test_a_kill_while_the_model_is_logged_leaves_no_pending_model_after_resume(tmp_path, shakespeare_path, store,
+                                                                              monkeypatch):
+    import mlflow.pytorch
+    from mlflow.entities import LoggedModelStatus
+
+    real = mlflow.pytorch.log_model
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # after the logged model was created, before it was finalized
+
+    cfg = fast_config(tmp_path, shakespeare_path, gens=0)
+    monkeypatch.setattr(mlflow.pytorch, "log_model", killed)
+    with pytest.raises(SystemExit) as e:
+        cli(cli_args(cfg))
+    assert e.value.code == 130
+    client, parent = parent_of(cfg)
+    models = client.search_logged_models([parent.info.experiment_id])
+    assert [m.status for m in models] == [LoggedModelStatus.PENDING]
+    monkeypatch.setattr(mlflow.pytorch, "log_model", real)
+    assert cli(cli_args(cfg, "--resume")) == 0
+    models = client.search_logged_models([parent.info.experiment_id])
+    assert [m.status for m in models] == [LoggedModelStatus.READY]
+    assert models[0].source_run_id == parent.info.run_id

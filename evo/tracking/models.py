@@ -25,6 +25,18 @@ def _global_uri(uri: str):
             mlflow.set_tracking_uri(old)
 
 
+def drop_pending_models(client, experiment_id: str, run_id: str) -> list[str]:
+    """Delete the run's logged models still PENDING: left by a process killed while it logged one
+    (its finish is redone on resume, which logs the model again). Returns their ids."""
+    from mlflow.entities import LoggedModelStatus
+
+    found = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    pending = [m.model_id for m in found if m.status == LoggedModelStatus.PENDING]
+    for model_id in pending:
+        client.delete_logged_model(model_id)
+    return pending
+
+
 def log_gpt_model(client, uri: str, experiment_id: str, run_id: str, model, gpt_config: dict, vocab: str,
                   metadata: dict, step: int = 0) -> str:
     """Log a models.gpt.GPT on run `run_id` as an MLflow PyTorch model named `model` (pickled, with
@@ -50,6 +62,7 @@ def log_gpt_model(client, uri: str, experiment_id: str, run_id: str, model, gpt_
         extra[0].write_text(json.dumps(gpt_config, indent=1))
         extra[1].write_text(json.dumps(vocab))
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.int64), (-1, -1), "idx")]))
+        drop_pending_models(client, experiment_id, run_id)
         logged = client.create_logged_model(
             experiment_id, name="model", source_run_id=run_id, model_type="dimorph-char-gpt",
             params={k: str(v) for k, v in gpt_config.items()})
