@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from evo.config import Config, parse_config
+from evo.machine import environment
 from evo.seeding import seed_everything
 
 
@@ -130,6 +131,7 @@ def main(cfg: Config) -> dict:
                 tracker.set_cost_unit(*_table_cost_unit(cfg.table))
             ckpt.run_id = tracker.start_search(params, run_name=f"{cfg.mode}-{cfg.preset}-seed{cfg.seed}",
                                                run_id=ckpt.run_id, tags={"dimorph.mode": cfg.mode})
+            tracker.set_tags({f"dimorph.env.{k}": v for k, v in environment().items() if v not in (None, {})})
             if data:
                 tracker.log_dataset(*data)
             try:
@@ -225,7 +227,7 @@ def _summary(search, tracker, best: dict) -> dict:
             "compute": dict(search.ledger.compute), "archive_size": len(search.ledger.archive),
             "mlflow": {"run_id": tracker.run_id, "experiment": tracker.experiment, "tracking_uri": tracker.uri,
                        "experiment_id": getattr(tracker, "experiment_id", None)},
-            "out_dir": str(search.ckpt.dir)}
+            "out_dir": str(search.ckpt.dir), "environment": environment()}
 
 
 def _ui_command(m: dict) -> str:
