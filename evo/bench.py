@@ -15,6 +15,7 @@ the baseline row), so that a search on B can be warm-started from A with no curv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
@@ -65,6 +66,20 @@ def _journal(path: Path) -> dict[str, dict]:
     if text and not text.endswith("\n"):
         _rewrite(path, text + "\n")
     return done
+
+
+@contextlib.contextmanager
+def _appending(path: Path):
+    """The journal opened for appending; a failure to flush it on close (a full disk) does not hide
+    the error that stopped the build."""
+    fh = open(path, "a")
+    try:
+        yield fh
+    finally:
+        try:
+            fh.close()
+        except OSError:
+            pass
 
 
 def _rewrite(path: Path, text: str) -> None:
@@ -192,11 +207,15 @@ def _build(a, preset, ds, out: Path) -> dict:
     t0 = time.perf_counter()
     ex = ProcessExecutor(a.workers) if a.workers > 0 else SerialExecutor()
     tty = sys.stdout.isatty()
-    with ex, open(jpath, "a") as fh:
+    with ex, _appending(jpath) as fh:
         for k, r in enumerate(ex.run(todo), 1):
             r = {k2: v for k2, v in r.items() if k2 != "traceback"}
-            fh.write(json.dumps(r) + "\n")
-            fh.flush()
+            try:
+                fh.write(json.dumps(r) + "\n")
+                fh.flush()
+            except OSError as e:  # a full disk: stop; what is journaled is kept, the rest is retrained
+                raise ValueError(f"cannot write {jpath} ({e.strerror or e}); the build stopped and what it "
+                                 f"journaled is kept: free space, then run the same command to resume") from None
             done[r["key"]] = r
             if tty or k % 25 == 0 or k == len(todo):
                 el = time.perf_counter() - t0

@@ -163,11 +163,15 @@ class Checkpoint:
 
     def record(self, event_id: str, value) -> None:
         """Append one finished event to the journal (flushed and fsynced before returning)."""
-        if self._fh is None:
-            self._fh = open(self.journal_path, "a")
-        self._fh.write(json.dumps({"id": event_id, "value": value}, allow_nan=True) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = json.dumps({"id": event_id, "value": value}, allow_nan=True) + "\n"
+        try:
+            if self._fh is None:
+                self._fh = open(self.journal_path, "a")
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as e:  # a full disk, a folder made read-only: stop, nothing journaled is lost
+            raise _stopped(self.journal_path, e) from None
         self.journal[event_id] = value
 
     def once(self, event_id: str, fn):
@@ -206,7 +210,10 @@ class Checkpoint:
             self.record("meta", meta)
         doc = {"format": FORMAT, "version": VERSION, "search": self.search, "run_id": self.run_id,
                "tracking_uri": self.tracking_uri, "n_events": len(self.journal), **state}
-        _atomic_write(self.path, json.dumps(doc, indent=1, allow_nan=True))
+        try:
+            _atomic_write(self.path, json.dumps(doc, indent=1, allow_nan=True))
+        except OSError as e:
+            raise _stopped(self.path, e) from None
 
     def state_path(self, key: str) -> str:
         """The file of the training state a task saves (the one owner of state-file names)."""
@@ -235,7 +242,10 @@ class Checkpoint:
     def close(self) -> None:
         """Close the journal and release the folder's lock."""
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:  # a write that failed left bytes it cannot flush either: they were never journaled
+                pass
             self._fh = None
         if self._lock is not None:
             self._lock.close()  # closing the file releases the flock
@@ -271,6 +281,11 @@ def lock_folder(folder: Path, lock_path: Path, what: str):
     except OSError:
         pass
     return fh
+
+
+def _stopped(path: Path, e: OSError) -> CheckpointError:
+    return CheckpointError(f"cannot write {path} ({e.strerror or e}); the search stopped and what it journaled "
+                           f"is kept: free space or make the folder writable, then resume (--resume)")
 
 
 def _unwritable(folder: Path, e: OSError) -> CheckpointError:

@@ -137,3 +137,39 @@ def test_a_parent_run_deleted_in_mlflow_is_one_line_on_resume_and_restoring_it_r
     assert len(err) == 1 and f"run {run_id} was deleted" in err[0] and "mlflow runs restore" in err[0]
     client.restore_run(run_id)
     assert cli(_argv(table, out, 3, "--resume")) == 0 and _state(out) == whole[3]
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
+def test_a_journal_write_that_fails_stops_with_one_line_and_resumes(table, whole, tmp_path, capsys, monkeypatch,
+                                                                    code):
+    import builtins
+    import errno
+
+    real, writes = builtins.open, []
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            writes.append(text)
+            if len(writes) == 9:  # half a line reaches the disk, then the disk is full (or read-only)
+                self.fh.write(text[: len(text) // 2])
+                self.fh.flush()
+                raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+            return self.fh.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    def faulty_open(file, mode="r", *a, **k):
+        fh = real(file, mode, *a, **k)
+        return Full(fh) if "a" in mode and str(file).endswith("journal.jsonl") else fh
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(builtins, "open", faulty_open)
+    assert cli(_argv(table, out, 2)) == 2
+    monkeypatch.setattr(builtins, "open", real)
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if " INFO mlflow" not in line]
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write {out / 'journal.jsonl'} ({os.strerror(getattr(errno, code))})")
+    assert cli(_argv(table, out, 2, "--resume")) == 0 and _state(out) == whole[2]
