@@ -90,7 +90,7 @@ def _rewrite(path: Path, text: str) -> None:
 
 def _settings(a, preset, data_sha256: str | None) -> dict:
     """What makes a build: a resumed build must have the same, or its rows would mix two builds."""
-    return {"preset": preset.name, "full_steps": preset.full_steps, "n": a.n, "seed": a.seed, "noise": a.noise,
+    return {"preset": preset.name, "full_steps": preset.full_steps, "early_steps": preset.early_steps, "n": a.n, "seed": a.seed, "noise": a.noise,
             "noise_seeds": a.noise_seeds, "data_sha256": data_sha256}
 
 
@@ -173,6 +173,9 @@ def build(a) -> dict:
         if a.full_steps < 2:
             raise ValueError(f"--full-steps must be >= 2, got {a.full_steps}")
         preset = dataclasses.replace(preset, full_steps=a.full_steps)
+    if getattr(a, "early_frac", None) is not None:
+        import dataclasses
+        preset = dataclasses.replace(preset, early_frac=a.early_frac)  # validated by the preset
     if a.n < 2:
         raise ValueError(f"--n must be >= 2, got {a.n}")
     if not 0 <= a.noise <= a.n:
@@ -361,6 +364,7 @@ def main(argv=None) -> int:
     b.add_argument("--noise", type=int, default=30, help="architectures trained with extra seeds")
     b.add_argument("--noise-seeds", type=int, default=2, help="extra seeds for each of those")
     b.add_argument("--full-steps", type=int, default=None, help="override the preset's full budget")
+    b.add_argument("--early-frac", type=float, default=None, help="override the preset's early budget fraction")
     b.add_argument("--workers", type=int, default=2, help="worker processes (0: in this process)")
     b.add_argument("--data", default=None, help="a UTF-8 text file (default: Tiny Shakespeare)")
     b.add_argument("--out", required=True, help="table directory (resumes a build found there)")

@@ -91,8 +91,9 @@ class CoEvolution(Planned):
 
     def generation0(self):
         cfg = self.cfg
+        bracket = cfg.start == "bracket"
         inds = [from_genes(self.preset.baseline, self.preset)]
-        inds += [self.arch_tb.individual() for _ in range(cfg.bootstrap - 1)]
+        inds += [self.arch_tb.individual() for _ in range((cfg.bootstrap * cfg.eta if bracket else cfg.bootstrap) - 1)]
         for i, ind in enumerate(inds):
             ind.key = f"g0-b{i}"
             self.new(ind.key, decode(ind, self.preset), 0, "baseline" if i == 0 else "bootstrap")
@@ -103,9 +104,10 @@ class CoEvolution(Planned):
                 ind.key = f"g0-i{i}"
                 self.new(ind.key, decode(ind, self.preset), 0, "init")
         yield from self.early([i.key for i in inds + extra])
-        yield from self.continued([i.key for i in inds])
+        full = self.first_bracket([i.key for i in inds]) if bracket else [i.key for i in inds]
+        yield from self.continued(full)
+        self.release([i.key for i in inds + extra if i.key not in full])  # early-trained only
         if self.mode.males:
-            self.release([i.key for i in extra])  # the extra males are early-trained only
             trained = [i for i in inds + extra if not self.ledger.records[i.key].pending]
             self.males = self.rank_males(trained, None)[: cfg.males]
         champion = None
@@ -114,6 +116,22 @@ class CoEvolution(Planned):
             self.fem.evolve(self.fem_archive(), cfg.pred_steps, cfg.females)
             champion = self.fem.champion()
         self.end_generation(0, champion)
+
+    def first_bracket(self, keys: list[str]) -> list[str]:
+        """--start bracket: which of generation 0's early-trained architectures are fully trained
+        (evo.promotion.Halving.bracket, by early validation loss: there is no archive yet)."""
+        recs = [r for r in (self.ledger.records[k] for k in keys) if r.early_done]
+        for r in recs:
+            r.score = r.predicted = r.early_val
+        top = -(-self.cfg.bootstrap // self.cfg.eta)
+        chosen, lucky = self.halving.bracket([r.score for r in recs], [r.key for r in recs], top, always=keys[:1])
+        for r in recs:
+            if r.key not in chosen:
+                r.role = "early-only"
+            elif r.key in lucky:
+                r.role = "random"
+            self.runner.decide(f"pred/{r.key}", r, "early-val-loss", r.predicted, r.score)
+        return chosen
 
     def generation(self, g: int):
         cfg = self.cfg

@@ -10,6 +10,7 @@ from pathlib import Path
 
 MODES = ("baseline", "male", "female", "combined")
 PAIRINGS = ("choice", "ranked", "random")
+STARTS = ("full", "bracket")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class Config:
     ends, with no generation barrier (0: generational). Results depend on it, never on the workers"""
     bootstrap: int = 8
     """random architectures fully trained in generation 0 (the archive's seed)"""
+    start: str = "full"
+    """generation 0: full (the baseline and bootstrap - 1 random architectures, all fully trained) or
+    bracket (bootstrap x eta architectures early-trained; the best bootstrap / eta of them by early
+    loss, the baseline and promote_random drawn from the rest fully trained: a Hyperband-like first
+    bracket, so a good architecture is fully trained after a fraction of the full start's cost)"""
     pred_steps: int = 5
     """GP generations the females run on the archive each generation (scoring is cheap)"""
     budget_flops: float | None = None
@@ -124,6 +130,7 @@ class Config:
         need(self.steady >= 0, f"steady must be >= 0 (0: generational), got {self.steady}")
         need(not (self.steady and self.rungs), f"--steady {self.steady} promotes asynchronously, one child "
              f"at a time; it does not take --rungs (got --rungs {self.rungs})")
+        need(self.start in STARTS, f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
         need(self.bootstrap >= 3, f"bootstrap must be >= 3 (females need an archive to rank), got {self.bootstrap}")
         need(self.budget_flops is None or self.budget_flops > 0,
              f"budget_flops must be > 0, got {self.budget_flops}")

@@ -130,7 +130,8 @@ def method_config(a, method: str, seed: int) -> Config:
 
 def peer_options(a, method: str) -> dict:
     """The command line's settings for one peer method."""
-    return {"asha": {"sampler": a.asha_sampler, "reduction_factor": a.asha_eta},
+    halving = {"sampler": a.asha_sampler, "reduction_factor": a.asha_eta}
+    return {"asha": halving, "hyperband": halving,
             "evolution": {"population": a.re_population, "sample": a.re_sample}}.get(method, {})
 
 

@@ -6,7 +6,7 @@ there is no archive to calibrate her on); lower is better. The rules turn scores
 - `Halving` (generational): the best `promote` of a generation's children go on (with rungs: the
   best 1/eta at each rung between the early and the full budget, exactly `promote` at the last),
   plus `promote_random` drawn at random from the rest (so the archive is not biased by the
-  females' own picks).
+  females' own picks). With --start bracket, generation 0 is judged the same way by early loss.
 - `AsyncHalving` (steady-state, `--steady N`): asynchronous successive halving; a child is promoted
   when its score ranks among the best `promote` of the last `offspring` early-trained candidates,
   else at random with probability promote_random / offspring.
@@ -46,6 +46,17 @@ class Halving:
         n = self.keep(len(ranked), final)
         chosen, rest = ranked[:n], ranked[n:]
         return chosen, random.sample(rest, min(self.promote_random, len(rest)))
+
+    def bracket(self, scores: Sequence[float], keys: Sequence[str], top: int, always: Sequence[str] = ()
+                ) -> tuple[list[str], list[str]]:
+        """Generation 0's first bracket (--start bracket): the best `top` by score, then `always`
+        (the baseline, the reference every search keeps), then `promote_random` drawn from the rest:
+        (chosen in that order; the random ones)."""
+        ranked = order(scores, keys)
+        chosen = ranked[:top] + [k for k in always if k in ranked[top:]]
+        rest = [k for k in ranked if k not in chosen]
+        lucky = random.sample(rest, min(self.promote_random, len(rest)))
+        return chosen + lucky, lucky
 
     def cut(self, scores: Sequence[float], keys: Sequence[str], final: bool) -> list[str]:
         """A rung's judging step: the keys that go on, best first."""

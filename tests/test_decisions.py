@@ -113,3 +113,22 @@ def test_promotion_by_a_champion_follows_her_ranking_not_the_early_loss(search):
     champ = s.fem.from_strings(["sotl"])[0]
     assert s.policy.promote(kids, champ) == (["m0", "m2"], [])  # lowest sotl first, whatever the early loss
     assert s.ledger.records["m0"].predicted == pytest.approx(1.0) and s.ledger.records["m2"].predicted == pytest.approx(2.0)
+
+
+def test_a_bracket_start_fully_trains_the_best_early_third_the_baseline_and_one_drawn(tmp_path):
+    d = make_table(tmp_path / "t", n=40)
+    cfg = Config(mode="combined", table=str(d), seed=3, gens=0, bootstrap=6, eta=3, start="bracket",
+                 males=4, females=8, pred_steps=1, workers=0, progress=False)
+    s = Search(cfg, SerialExecutor(fn=TableEvaluator(str(d))), NullTracker(), ckpt=MemoryCheckpoint({}))
+    s.run()
+    gen0 = [r for r in s.ledger.records.values() if r.generation == 0]
+    assert len(gen0) == 18 and s.ledger.compute["early_trainings"] == 18  # bootstrap x eta, all early-trained
+    by_early = sorted((r for r in gen0 if r.early_done or r.fully_trained), key=lambda r: (r.early_val, r.key))
+    full = [r.key for r in s.ledger.trained]  # in the order they were fully trained
+    assert full[:2] == [r.key for r in by_early[:2]]  # the best 6 / 3 first, best first
+    assert "g0-b0" in full  # the baseline always
+    drawn = [r.key for r in gen0 if r.role == "random"]
+    assert len(drawn) == 1 and drawn[0] in full and drawn[0] not in [r.key for r in by_early[:2]]
+    assert len(full) == len(set(full)) == (3 if "g0-b0" in full[:2] else 4)
+    assert s.ledger.compute["full_trainings"] == len(full)
+    assert {r.role for r in gen0 if r.key not in full} == {"early-only"}

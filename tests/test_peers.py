@@ -173,3 +173,21 @@ def test_asha_child_run_logs_each_step_once(runs, shakespeare_path):
     _, train_cfg = preset.configs(preset.baseline, 2)
     evals = {0, 6, 18, STEPS} | {s for s in range(1, STEPS + 1) if train_cfg.evaluates_at(s)}
     assert [m.step for m in client.get_metric_history(one, "val/loss")] == sorted(evals)
+
+
+def test_tpe_hyperband_prunes_at_its_brackets_rungs_within_the_budget(tmp_path):
+    from evo.table import load_table
+    from evo.tablestats import run_method
+    from tests.table_helpers import make_table
+
+    d = str(make_table(tmp_path / "t", n=60))
+    t = load_table(d)
+    r = run_method(d, "hyperband", 0, 30 * t.mean_full_cost(), state=True)
+    recs = r["state"]["records"]
+    roles = {x["role"] for x in recs}
+    assert {"pruned@10", "pruned@30"} <= roles  # the rungs E * 3^k of the brackets below the full budget
+    assert r["compute"]["flops"] <= 30 * t.mean_full_cost() * (1 + 1e-12)
+    full = [x for x in recs if x["steps"] == t.full_steps]
+    assert full and r["history"][-1]["best"] == min(x["target"] for x in full)
+    asha = run_method(d, "asha", 0, 30 * t.mean_full_cost(), state=True)
+    assert [x["genes"] for x in recs] != [x["genes"] for x in asha["state"]["records"]]  # another schedule

@@ -20,6 +20,11 @@ class ASHA(Peer):
             r *= eta
         return out + [self.F]
 
+    def pruner(self, optuna):
+        """Optuna's pruner that judges the trials at each rung."""
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.rungs()[0],
+                                                      reduction_factor=self.opts["reduction_factor"])
+
     def plan(self):
         import optuna
         from optuna.trial import TrialState
@@ -27,8 +32,7 @@ class ASHA(Peer):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sampler = (optuna.samplers.TPESampler(seed=self.cfg.seed) if self.opts["sampler"] == "tpe"
                    else optuna.samplers.RandomSampler(seed=self.cfg.seed))
-        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=self.rungs()[0],
-                                                        reduction_factor=self.opts["reduction_factor"])
+        pruner = self.pruner(optuna)
         study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
         names = self.preset.gene_names
         study.enqueue_trial({f"u_{n}": u for n, u in zip(names, self.preset.encode(self.preset.baseline))})
