@@ -33,7 +33,10 @@ class ASHA(Peer):
         sampler = (optuna.samplers.TPESampler(seed=self.cfg.seed) if self.opts["sampler"] == "tpe"
                    else optuna.samplers.RandomSampler(seed=self.cfg.seed))
         pruner = self.pruner(optuna)
-        study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+        # a fixed name: Optuna's HyperbandPruner puts a trial in a bracket by a hash of the study's
+        # name, which is random unless given, so the same seed would not give the same search
+        study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner,
+                                    study_name=f"dimorph-{self.name}-seed{self.cfg.seed}")
         names = self.preset.gene_names
         study.enqueue_trial({f"u_{n}": u for n, u in zip(names, self.preset.encode(self.preset.baseline))})
         while not self.runner.spent():
