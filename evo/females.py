@@ -10,7 +10,7 @@ import numpy as np
 from deap import algorithms, tools
 
 from primitives.features import ARCH_FEATURES, CURVE_FEATURES, feature_matrix
-from primitives.fitness import calibrate, holdout_mask, kendall_tau
+from primitives.fitness import calibrate, holdout_mask, kendall_tau, paired_count
 from primitives.gp import make_pred_toolbox, tree_from_string
 from primitives.pset import compile_tree, ensure_pred_types, make_pset
 
@@ -70,7 +70,9 @@ class Females:
         return mask
 
     def score(self, pop: list, archive: list) -> None:
-        """fitness = (Kendall tau on the archive's fit part, tree size); holdout tau kept aside."""
+        """fitness = (Kendall tau on the archive's fit part, tree size); the holdout tau kept aside
+        (`holdout_tau`), with the number of held-out architectures it ranks (`holdout_n`, 0 when
+        the archive is too small to hold any out)."""
         y = np.array([r.target for r in archive])
         mask = self.split(archive)
         X = feature_matrix([r.features for r in archive], self.features) if archive else None
@@ -78,6 +80,7 @@ class Females:
             p = self.raw(ind, archive, X)
             ind.fitness.values = (kendall_tau(p[~mask], y[~mask]), len(ind))
             ind.holdout_tau = kendall_tau(p[mask], y[mask]) if mask.any() else float("nan")
+            ind.holdout_n = paired_count(p[mask], y[mask]) if mask.any() else 0
 
     @staticmethod
     def ranked(pop: list) -> list:

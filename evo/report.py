@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,14 @@ def best_numbers(search, measure: bool = True) -> dict:
 
 
 def measure_speed(search, rec, n_samples: int = 10, new_tokens: int = 500) -> dict:
-    """Paper protocol: 10 samples x 500 tokens at batch 1, temperature 0.8, top-k 200; KV cache and none."""
+    """Paper protocol: 10 samples x 500 tokens at batch 1, temperature 0.8, top-k 200; KV cache and none.
+    Each is reported as the mean tokens/s of its samples (`inference_tokens_per_s`,
+    `inference_tokens_per_s_no_cache`) with their spread: the sample standard deviation (`*_std`,
+    None from one sample) and the slowest and fastest sample (`*_min`, `*_max`)."""
     import torch
 
     from evo.evaluate import token_data
-    from models.inference import measure_inference
+    from models.inference import inference_rates
     from models.train import model_from_state
 
     data = token_data(search.cfg.data, search.preset)
@@ -42,8 +46,34 @@ def measure_speed(search, rec, n_samples: int = 10, new_tokens: int = 500) -> di
     model = model_from_state(gpt_cfg, state if state and Path(state).exists() else None)
     torch.set_num_threads(max(1, search.cfg.threads))
     kw = dict(n_samples=n_samples, new_tokens=new_tokens, device=search.cfg.device)
-    return {"inference_tokens_per_s": measure_inference(model, use_cache=True, **kw),
-            "inference_tokens_per_s_no_cache": measure_inference(model, use_cache=False, **kw)}
+    out = {"inference_samples": n_samples}
+    for name, cache in (("inference_tokens_per_s", True), ("inference_tokens_per_s_no_cache", False)):
+        out.update(spread(name, inference_rates(model, use_cache=cache, **kw)))
+    return out
+
+
+def spread(name: str, values: list[float]) -> dict:
+    """`name`: the mean of `values`; `name_std`: their sample standard deviation (None for one
+    value); `name_min`, `name_max`: the smallest and largest."""
+    import statistics
+
+    return {name: statistics.fmean(values), f"{name}_std": statistics.stdev(values) if len(values) > 1 else None,
+            f"{name}_min": min(values), f"{name}_max": max(values)}
+
+
+def tau_interval(tau: float | None, n: int | None, level: float = 0.95) -> list[float] | None:
+    """A `level` confidence interval [low, high] for a Kendall tau over n ranked points: Fisher's z
+    on tau with the standard error sqrt(0.437 / (n - 4)) (Fieller, Hartley and Pearson 1957),
+    clipped to [-1, 1]. None for n < 5 (too few) or no finite tau. A perfect tau (+-1), whose z is
+    infinite, is transformed as if half a pair were discordant, and the bound on its side is tau."""
+    if tau is None or not math.isfinite(tau) or n is None or n < 5:
+        return None
+    from statistics import NormalDist
+
+    edge = 1 - 2 / (n * (n - 1))  # the tau of n points with half a pair (of n(n-1)/2) discordant
+    z = math.atanh(max(-edge, min(edge, tau)))
+    half = NormalDist().inv_cdf(0.5 + level / 2) * math.sqrt(0.437 / (n - 4))
+    return [max(-1.0, min(math.tanh(z - half), tau)), min(1.0, max(math.tanh(z + half), tau))]
 
 
 def results_table(search) -> str:
@@ -78,7 +108,8 @@ def export_females(search, top: int = 3) -> list[dict]:
     docs = []
     for rank, ind in enumerate([champ] + rest):
         meta = {"rank": rank, "fit_kendall_tau": ind.fitness.values[0],
-                "holdout_kendall_tau": getattr(ind, "holdout_tau", None), "archive_size": len(search.ledger.archive),
+                "holdout_kendall_tau": getattr(ind, "holdout_tau", None), "holdout_n": getattr(ind, "holdout_n", None),
+                "archive_size": len(search.ledger.archive),
                 "early_frac": search.E / search.F, "early_steps": search.E, "full_steps": search.F,
                 "preset": search.preset.name, "target": "best validation loss over the full budget"}
         docs.append(export_predictor(ind, search.fem.pset, meta=meta))
@@ -160,10 +191,11 @@ def write_all(search, tracker, summary: dict) -> list[Path]:
 
 
 def log_best_model(search, tracker, best: dict) -> dict:
-    """Log the best architecture, trained, as an MLflow PyTorch model on the parent run (its
-    GPTConfig and vocabulary with it): {"model_uri": ...}, or {"model_note": why none} when a table
-    search has no model, nothing finished training, or the best state file is missing (reported on
-    stderr; the search still finishes)."""
+    """Log the best architecture, trained, as an MLflow PyTorch model on the parent run, named
+    after the search (model_name; its GPTConfig and vocabulary with it): {"model_uri": ...,
+    "model_name": ...}, or {"model_note": why none} when a table search has no model, nothing
+    finished training, or the best state file is missing (reported on stderr; the search still
+    finishes)."""
     import dataclasses
     import sys
 
@@ -190,5 +222,12 @@ def log_best_model(search, tracker, best: dict) -> dict:
     meta = {"key": best["key"], "child_run_id": best.get("run_id"), "genes": best["genes"],
             "preset": search.preset.name, "steps": state.step, "best_val_loss": best.get("best_val_loss"),
             "final_val_loss": best.get("final_val_loss"), "data_sha256": dataset_id(search.cfg.data)}
-    return {"model_uri": tracker.log_model(model, dataclasses.asdict(gpt_cfg), ds.chars, meta,
-                                           step=search.cfg.gens)}
+    name = model_name(search.cfg)
+    return {"model_uri": tracker.log_model(model, dataclasses.asdict(gpt_cfg), ds.chars, meta, step=search.cfg.gens,
+                                           name=name), "model_name": name}
+
+
+def model_name(cfg) -> str:
+    """The name of a search's logged model, after the search: `dimorph-<mode>-<preset>-seed<seed>`
+    (a character MLflow refuses in a model name, such as / or ., becomes -)."""
+    return re.sub(r"""[/:.%"'\s]""", "-", f"dimorph-{cfg.mode}-{cfg.preset}-seed{cfg.seed}")

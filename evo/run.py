@@ -123,7 +123,8 @@ def main(cfg: Config) -> dict:
                     search.run()
                 print(format_summary(prev))
                 return prev
-            params = {**dataclasses.asdict(cfg), **{f"preset.{k}": v for k, v in _preset_params(search.preset).items()}}
+            params = {k: v for k, v in {**dataclasses.asdict(cfg), **{f"preset.{k}": v for k, v in
+                      _preset_params(search.preset).items()}}.items() if v is not None}  # unset: not logged
             data = _dataset(cfg)
             if data:  # the file read, wherever it came from (--data, $DIMORPH_DATA, the cache)
                 params["data"] = str(data[0])
@@ -211,13 +212,20 @@ def _preset_params(preset) -> dict:
 
 
 def _summary(search, tracker, best: dict) -> dict:
+    """The search's result: the best architecture's numbers, the baseline's loss, the champion
+    predictor (its fit and held-out taus, how many architectures were held out and the held-out
+    tau's 95% interval), the compute, where MLflow holds it."""
+    from evo.report import tau_interval
+
     cfg = search.cfg
     champ = search.fem.champion() if search.fem and search.fem.pop else None
     pred = None
     if champ is not None:
         from primitives.export import to_sympy
+        n = getattr(champ, "holdout_n", None)
         pred = {"tree": str(champ), "sympy": str(to_sympy(champ, search.fem.pset)),
-                "fit_kendall_tau": champ.fitness.values[0], "holdout_kendall_tau": champ.holdout_tau}
+                "fit_kendall_tau": champ.fitness.values[0], "holdout_kendall_tau": champ.holdout_tau,
+                "holdout_n": n, "holdout_ci": tau_interval(champ.holdout_tau, n)}
     records = search.ledger.records
     base = records.get("g0-b0") or records.get("baseline")
     base_loss = base.target if base else None  # inf when the baseline's training failed: reported as None

@@ -50,6 +50,11 @@ def kendall_tau(x, y) -> float:
     return float((dx * dy).sum() / denom) if denom > 0 else 0.0
 
 
+def paired_count(x, y) -> int:
+    """How many (x, y) pairs kendall_tau and spearman rank: those where neither is NaN."""
+    return int(_paired(x, y)[0].size)
+
+
 def rankdata(v) -> np.ndarray:
     """Ranks 1..n with ties given their average rank."""
     v = np.asarray(v, dtype=float)

@@ -18,11 +18,12 @@ E, F = 6, 30  # fast_config's budgets: 20% of 30 steps
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory, shakespeare_path):
-    """A finished 1-generation combined search, then a baseline search in the same store."""
+    """A finished 1-generation combined search (inference timed 3 times each way), then a baseline
+    search in the same store."""
     tmp = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DIMORPH_CACHE", str(tmp / "cache"))
-        cfg = fast_config(tmp, shakespeare_path, gens=1)
+        cfg = fast_config(tmp, shakespeare_path, gens=1, inference_samples=3)
         summary = main(cfg)
         other = main(fast_config(tmp, shakespeare_path, gens=1, mode="baseline", out=str(tmp / "base")))
     client = MlflowClient(cfg.tracking_uri)
@@ -78,6 +79,31 @@ def test_the_parent_carries_the_final_result(search, shakespeare_path):
     assert json.loads(tags["dimorph.best_genes"]) == b["genes"]
     note = tags["mlflow.note.content"]
     assert b["key"] in note and p["sympy"] in note and "held out" in note and "evo.sample" in note
+    # the margin over the baseline (g0-b0, trained to the same budget), as metrics and in words
+    base = next(k for k in kids if k.data.tags["dimorph.eval_key"] == "g0-b0").data.metrics["arch/best_val_loss"]
+    assert m["final/baseline_best_val_loss"] == base == summary["baseline_best_val_loss"]
+    margin = base - m["final/best_val_loss"]
+    assert m["final/margin_vs_baseline"] == pytest.approx(margin, abs=1e-12) and margin >= 0
+    assert m["final/margin_vs_baseline_pct"] == pytest.approx(100 * margin / base, abs=1e-9)
+    words = (f"the best is {margin:.4f} ({100 * margin / base:.1f}%) better than the baseline" if round(margin, 4)
+             else "the best is no better than the baseline")
+    said = f"best val loss {base:.4f}; {words}"
+    assert said in note and said in format_summary(summary)
+    # the held-out tau with its n: the archive's held-out part (here too small for an interval)
+    from primitives.fitness import holdout_mask
+    archive = [k.data.tags["dimorph.eval_key"] for k in kids if "arch/best_val_loss" in k.data.metrics]
+    n = int(holdout_mask(archive).sum())
+    assert p["holdout_n"] == n == m["final/predictor_holdout_n"] and 2 <= n < 5 and p["holdout_ci"] is None
+    assert f"**{p['holdout_kendall_tau']:.3f} held out (n={n}: too few for an interval)**" in note
+    # the inference speeds: the mean of 3 timed samples each way, with their spread
+    for way in ("inference_tokens_per_s", "inference_tokens_per_s_no_cache"):
+        lo, mean, hi, sd = (b[f"{way}{x}"] for x in ("_min", "", "_max", "_std"))
+        assert b["inference_samples"] == 3 and lo <= mean <= hi and 0 <= sd <= hi - lo
+        assert m[f"final/{way}"] == mean and m[f"final/{way}_std"] == sd
+    speeds = (f"inference {b['inference_tokens_per_s']:.0f} ± {b['inference_tokens_per_s_std']:.0f} tok/s with KV "
+              f"cache, {b['inference_tokens_per_s_no_cache']:.0f} ± {b['inference_tokens_per_s_no_cache_std']:.0f} "
+              f"without (mean ± std of 3 samples")
+    assert speeds in note and speeds in format_summary(summary)
     # the dataset: the resolved path as the `data` param, and an input with its sha256
     sha = hashlib.sha256(shakespeare_path.read_bytes()).hexdigest()
     assert parent.data.params["data"] == str(shakespeare_path.resolve())
@@ -156,6 +182,8 @@ def test_scalars_are_logged_once_per_phase_and_progress_against_cost(search):
 
 
 def test_the_logged_model_loads_and_reproduces_the_val_loss(search):
+    import dataclasses
+
     import mlflow
     import mlflow.pytorch
     import torch
@@ -169,10 +197,14 @@ def test_the_logged_model_loads_and_reproduces_the_val_loss(search):
     run_id = summary["mlflow"]["run_id"]
     parent = client.get_run(run_id)
     assert parent.data.tags["dimorph.model_uri"] == summary["mlflow"]["model_uri"]
+    name = "dimorph-combined-tiny-seed0"  # named after its search
+    assert parent.data.tags["dimorph.model_name"] == summary["mlflow"]["model_name"] == name
+    [logged] = client.search_logged_models([parent.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert logged.name == name and f"models:/{logged.model_id}" == summary["mlflow"]["model_uri"]
     old = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(cfg.tracking_uri)
     try:
-        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/{name}", map_location="cpu")
         info = mlflow.models.get_model_info(summary["mlflow"]["model_uri"])
     finally:
         mlflow.set_tracking_uri(old)
@@ -180,7 +212,9 @@ def test_the_logged_model_loads_and_reproduces_the_val_loss(search):
     preset = search_preset(cfg)
     data = token_data(cfg.data, preset)
     gpt_cfg, _ = preset.configs(summary["best"]["genes"], data.vocab_size)
-    assert model.config == gpt_cfg and not model.training
+    # the bundled code's classes (dimorph_models.gpt), not Dimorph's models.gpt: equal fields
+    assert type(model).__module__ == "dimorph_models.gpt" and type(model.config).__name__ == "GPTConfig"
+    assert dataclasses.asdict(model.config) == dataclasses.asdict(gpt_cfg) and not model.training
     assert info.metadata["vocab"] == load_dataset(cfg.data).chars
     assert info.metadata["gpt_config"] == {k: getattr(gpt_cfg, k) for k in info.metadata["gpt_config"]}
     assert info.metadata["key"] == summary["best"]["key"] and info.metadata["steps"] == F
@@ -192,6 +226,33 @@ def test_the_logged_model_loads_and_reproduces_the_val_loss(search):
     # the last evaluation of that architecture's training: the state the model was made from
     step, final_val = history(client, best.info.run_id, "val/loss")[-1]
     assert step == F and abs(total / len(data.val_x) - final_val) < 1e-5
+
+
+def test_the_model_loads_where_a_models_package_of_the_users_would_shadow_dimorphs(search, tmp_path):
+    """The model's code is bundled as `dimorph_models`: a process whose own `models` package comes
+    first on its path loads the model (the bundle has no `models` package) and generates with it."""
+    import os
+    import subprocess
+    import sys
+
+    cfg, summary, _, _ = search
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("MINE = True\n")
+    code = (
+        "import os, mlflow, mlflow.pytorch, torch\n"
+        "import models; assert models.MINE\n"
+        f"mlflow.set_tracking_uri({cfg.tracking_uri!r})\n"
+        f"uri = {summary['mlflow']['model_uri']!r}\n"
+        "local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path='got')\n"
+        "print(sorted(os.listdir(os.path.join(local, 'code'))))\n"
+        "m = mlflow.pytorch.load_model(local, map_location='cpu')\n"
+        "y = m.generate(torch.zeros((1, 1), dtype=torch.long), 7, generator=torch.Generator().manual_seed(0))\n"
+        "print(type(m).__module__, type(m).__name__, tuple(y.shape))\n")
+    env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-2:] == ["['dimorph_models']", "dimorph_models.gpt GPT (1, 8)"]
 
 
 def test_evo_sample_prints_the_samples_deterministically(search, capsys, shakespeare_path):

@@ -77,6 +77,7 @@ def run_peer(cfg: Config, method: str, tracker, executor, **opts) -> dict:
     params = {"mode": method, "preset": cfg.preset, "seed": cfg.seed, "budget_flops": cfg.budget_flops,
               "preset.full_steps": search.F, "preset.early_steps": search.E, "data": cfg.data,
               **{f"peer.{k}": v for k, v in opts.items()}}
+    params = {k: v for k, v in params.items() if v is not None}  # unset: not logged as "None"
     search.ckpt.run_id = tracker.start_search(params, run_name=f"{method}-{cfg.preset}-seed{cfg.seed}",
                                               run_id=search.ckpt.run_id, tags={"dimorph.mode": method})
     search.ckpt.snapshot(search.state())

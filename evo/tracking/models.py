@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,10 @@ from pathlib import Path
 import mlflow
 
 from evo.tracking.store import MlflowException, TrackingError, _quiet_downloads, _reason, read_client, resolve_uri
+
+# The package the model's code is bundled as (and its pickle refers to): not `models`, which a
+# user's own package of that name would shadow when the model is loaded outside Dimorph.
+BUNDLE = "dimorph_models"
 
 
 @contextmanager
@@ -37,11 +42,47 @@ def drop_pending_models(client, experiment_id: str, run_id: str) -> list[str]:
     return pending
 
 
+@contextmanager
+def _bundled(code: Path):
+    """BUNDLE imported from `code` (the bundle's folder) while inside, yielding its gpt module; the
+    process's own BUNDLE modules (from a model loaded earlier), if any, are put back after."""
+    import importlib
+
+    def ours():
+        return [k for k in sys.modules if k == BUNDLE or k.startswith(BUNDLE + ".")]
+
+    saved = {k: sys.modules.pop(k) for k in ours()}
+    sys.path.insert(0, str(code.parent))
+    bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the bundle
+    try:
+        yield importlib.import_module(f"{BUNDLE}.gpt")
+    finally:
+        sys.dont_write_bytecode = bytecode
+        sys.path.remove(str(code.parent))
+        for k in ours():
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+def _as_bundled(model, gpt):
+    """A copy of a models.gpt.GPT built from the bundled module `gpt` (same config, weights and
+    mode), so that its pickle names BUNDLE.gpt's classes; the global random state is left as it was."""
+    import dataclasses
+
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        copy = gpt.GPT(gpt.GPTConfig(**dataclasses.asdict(model.config)))
+    copy.load_state_dict(model.state_dict())
+    return copy.to(next(model.parameters()).device).train(model.training)
+
+
 def log_gpt_model(client, uri: str, experiment_id: str, run_id: str, model, gpt_config: dict, vocab: str,
-                  metadata: dict, step: int = 0) -> str:
-    """Log a models.gpt.GPT on run `run_id` as an MLflow PyTorch model named `model` (pickled, with
-    the GPT's source code so that it loads without Dimorph installed); its GPTConfig and vocabulary
-    travel in the MLmodel metadata and as gpt_config.json / vocab.json. Returns its models:/ URI."""
+                  metadata: dict, step: int = 0, name: str = "model") -> str:
+    """Log a models.gpt.GPT on run `run_id` as an MLflow PyTorch model called `name` (pickled, with
+    the GPT's source code bundled as the package BUNDLE, so that it loads without Dimorph installed
+    and whatever `models` package the loading process has); its GPTConfig and vocabulary travel in
+    the MLmodel metadata and as gpt_config.json / vocab.json. Returns its models:/ URI."""
     import logging
 
     import mlflow.pytorch
@@ -54,7 +95,7 @@ def log_gpt_model(client, uri: str, experiment_id: str, run_id: str, model, gpt_
 
     meta = {**metadata, "gpt_config": gpt_config, "vocab": vocab}
     with tempfile.TemporaryDirectory() as tmp:
-        code = Path(tmp, "code", "models")
+        code = Path(tmp, "code", BUNDLE)
         code.mkdir(parents=True)
         shutil.copy(models.gpt.__file__, code / "gpt.py")
         (code / "__init__.py").write_text('"""The GPT of a Dimorph model."""\n')
@@ -64,15 +105,15 @@ def log_gpt_model(client, uri: str, experiment_id: str, run_id: str, model, gpt_
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.int64), (-1, -1), "idx")]))
         drop_pending_models(client, experiment_id, run_id)
         logged = client.create_logged_model(
-            experiment_id, name="model", source_run_id=run_id, model_type="dimorph-char-gpt",
+            experiment_id, name=name, source_run_id=run_id, model_type="dimorph-char-gpt",
             params={k: str(v) for k, v in gpt_config.items()})
         quiet = logging.getLogger("mlflow.pytorch")  # its warning about pickles is for foreign models
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            with _global_uri(uri):
+            with _global_uri(uri), _bundled(code) as gpt:
                 info = mlflow.pytorch.log_model(
-                    model, name="model", model_id=logged.model_id, run_id=run_id, step=step,
+                    _as_bundled(model, gpt), name=name, model_id=logged.model_id, run_id=run_id, step=step,
                     serialization_format="pickle", code_paths=[str(code)], extra_files=[str(f) for f in extra],
                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], metadata=meta,
                     signature=signature)

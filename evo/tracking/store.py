@@ -197,11 +197,18 @@ def read_client(tracking_uri: str | None = None, run_id: str | None = None) -> M
     return client
 
 
+def run_page(experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's address of a run (or of the experiment's runs) relative to the UI itself,
+    `#/experiments/<id>/runs/<run id>`: a link that works in a run's Markdown description on
+    whichever server shows it."""
+    return f"#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+
+
 def ui_url(tracking_uri: str, experiment_id: str, run_id: str | None = None, view: str | None = None) -> str:
     """The MLflow UI page of a run (or of the experiment's runs, or one of its saved views): on the
     tracking server for an http(s) URI, else on `mlflow ui`'s default address."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    page = f"#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    page = run_page(experiment_id, run_id)
     query = "workflowType=machine_learning" + (f"&viewStateShareKey={view}" if view else "")
     return f"{base}/{page}?{query}"
 

@@ -14,7 +14,7 @@ from evo.tracking.models import log_gpt_model
 from evo.tracking.store import (ERROR_CHARS, JUDGE_CHARS, MAX_METRICS, MAX_PARAMS, MAX_TAG_VALUE, MAX_TAGS, TAG_KEY,
                                 MlflowClient, MlflowException, TrackingError, _connecting, _finite, _now,
                                 _quick_http, _store_lock, open_experiment, resolve_uri, sqlite_path)
-from evo.tracking.summary import describe, final_metrics, final_tags
+from evo.tracking.summary import child_description, describe, final_metrics, final_tags
 
 # The parent's per-generation metrics: the engine's generation row, renamed so that no parent metric
 # shares a name with a child's (a key not listed becomes search/<key with / as _>).
@@ -74,6 +74,7 @@ class Tracker:
             self.experiment_id = open_experiment(self.client, experiment, self.uri)
         self.experiment = experiment
         self.run_id: str | None = None
+        self.run_name: str | None = None  # the parent run's name, as its children's descriptions link it
         self.cost_step, self.cost_label = COST_STEP, "1e9 training FLOPs"
         self._children: dict[str, str] = {}  # evaluation key -> child run id
         self._reached: dict[str, int] = {}   # child run id -> the step its last phase reached
@@ -94,7 +95,8 @@ class Tracker:
                 "dimorph.kind": "search", "dimorph.cost_step": self.cost_label,
                 "mlflow.note.content": f"Dimorph search `{run_name}`: running.", **(tags or {})})
             self.run_id = run.info.run_id
-            self.client.update_run(self.run_id, name=f"{run_name}-{self.short_id}")
+            self.run_name = f"{run_name}-{self.short_id}"
+            self.client.update_run(self.run_id, name=self.run_name)
             self._batch(self.run_id, params=params)
             return self.run_id
         try:
@@ -106,7 +108,7 @@ class Tracker:
             raise TrackingError(f"the search's MLflow run {run_id} was deleted from {self.uri}; restore it "
                                 f"(mlflow runs restore --run-id {run_id}, with MLFLOW_TRACKING_URI={self.uri}) "
                                 f"and resume, or start the search again in a new --out")
-        self.run_id, self.resumed = run_id, True
+        self.run_id, self.resumed, self.run_name = run_id, True, run.info.run_name
         self.experiment_id = run.info.experiment_id  # its children live beside it, whatever --experiment says
         self._children = self._logged_children()
         hist = self.client.get_metric_history(run_id, BY_COST) if BY_COST in run.data.metrics else []
@@ -190,13 +192,14 @@ class Tracker:
             DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
         self.set_tags({"dimorph.data_sha256": sha, "dimorph.data_path": str(path)})
 
-    def log_model(self, model, gpt_config: dict, vocab: str, metadata: dict, step: int = 0) -> str:
-        """Log a models.gpt.GPT on the parent as an MLflow PyTorch model named `model` (see
+    def log_model(self, model, gpt_config: dict, vocab: str, metadata: dict, step: int = 0,
+                  name: str = "model") -> str:
+        """Log a models.gpt.GPT on the parent as an MLflow PyTorch model called `name` (see
         models.log_gpt_model: loadable without Dimorph, GPTConfig and vocabulary with it). Returns its
-        models:/ URI, also tagged on the parent as dimorph.model_uri."""
+        models:/ URI, also tagged on the parent as dimorph.model_uri (and the name as dimorph.model_name)."""
         uri = log_gpt_model(self.client, self.uri, self.experiment_id, self.run_id, model, gpt_config, vocab,
-                            metadata, step)
-        self.set_tags({"dimorph.model_uri": uri})
+                            metadata, step, name=name)
+        self.set_tags({"dimorph.model_uri": uri, "dimorph.model_name": name})
         return uri
 
     def finish(self, summary: dict | None = None, status: str = "FINISHED") -> None:
@@ -237,7 +240,8 @@ class Tracker:
         metric, param and tag name and every length limit lives here. `outcome`: log the phase's
         best/final losses (a full-budget phase; every rung for the peers); `genes` and `seed` go in
         as params with the first phase; `female`/`female_child` (the mating's female and predictor
-        child, as formulas) link the architecture to its lineage's other half."""
+        child, as formulas) link the architecture to its lineage's other half. The first phase
+        (the one with `genes`) writes the child's description (summary.child_description)."""
         metrics = {"cost/flops": result.get("flops"), "cost/seconds": result.get("eval_seconds"),
                    "arch/n_params": result.get("n_params"), "perf/train_tokens_per_s": result.get("tokens_per_s")}
         if early_val is not None:
@@ -257,7 +261,10 @@ class Tracker:
             tags.update({"dimorph.female": female[:JUDGE_CHARS], "dimorph.female_child": (female_child or "")[:JUDGE_CHARS]})
         if method is not None:
             tags.update({"dimorph.method": method, "dimorph.steps": result.get("steps")})
-        return self.log_evaluation(key, result, params, tags, metrics, run_id=run_id, after_step=after_step)
+        lineage = None if genes is None else {"generation": generation, "method": method, "female": female,
+                                               "female_child": female_child}
+        return self.log_evaluation(key, result, params, tags, metrics, run_id=run_id, after_step=after_step,
+                                   lineage=lineage)
 
     def log_decision(self, key: str, run_id: str | None, role: str, judge: str | None = None,
                      predicted: float | None = None, score: float | None = None) -> str:
@@ -269,14 +276,16 @@ class Tracker:
         return self.log_evaluation(key, {}, {}, tags, metrics, run_id=run_id)
 
     def log_evaluation(self, key: str, result: dict, params: dict, tags: dict, metrics: dict,
-                       run_id: str | None = None, after_step: int = -1) -> str:
+                       run_id: str | None = None, after_step: int = -1, lineage: dict | None = None) -> str:
         """One child run per architecture; a continuation passes the early phase's run_id and
         `after_step` (its early budget) so that only the points after it are logged. The scalar
         `metrics` are stepped by the steps the result reached (early budget, then full budget), so
         each phase adds its own point and the run shows the last phase's value; an update without a
         result (a prediction, a role) is stepped by the step the run reached. The run keeps its
         whole curves as curves.csv. `dimorph.parents` keys are written as run ids (the keys stay in
-        `dimorph.parent_keys`)."""
+        `dimorph.parent_keys`); with `lineage` (generation, method, female, female_child) the run's
+        description names its search and parents as links, and the formulas in full (a description
+        over MLflow's tag limit is cut there, the whole of it kept as description.md)."""
         existing = run_id is not None
         if run_id is None:
             run = self.client.create_run(
@@ -288,7 +297,15 @@ class Tracker:
         if "dimorph.parents" in tags:
             keys = [k for k in str(tags["dimorph.parents"] or "").split(",") if k]
             tags["dimorph.parent_keys"] = ",".join(keys)
-            tags["dimorph.parents"] = ",".join(filter(None, (self.find_child(k) for k in keys)))
+            ids = [self.find_child(k) for k in keys]
+            tags["dimorph.parents"] = ",".join(filter(None, ids))
+            if lineage is not None:
+                note = child_description(key, self.experiment_id, self.run_id, self.run_name, list(zip(keys, ids)),
+                                         **lineage)
+                if len(note) > MAX_TAG_VALUE:
+                    self.client.log_text(run_id, note, "description.md")
+                    note = note[:MAX_TAG_VALUE - 100] + "\n\n(cut here: the whole description is description.md)\n"
+                tags["mlflow.note.content"] = note
         ts = _now()
         if result:
             at = int(result.get("steps") or max(0, after_step + 1))  # a failed continuation: just past its start
