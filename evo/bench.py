@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from evo.checkpoint import JournalLineError, atomic_write, read_jsonl
 from evo.evaluate import EvalTask
 from evo.genome import eval_seed
 from models.presets import PRESETS, get_preset
@@ -45,27 +46,12 @@ def _tasks(preset, n: int, seed: int, noise: int, noise_seeds: int, data: str | 
 
 
 def _journal(path: Path) -> dict[str, dict]:
-    """The journaled trainings by key. A last line cut short by a kill is dropped from the file (so
-    the next record starts on a line of its own); a whole last record without its newline gets one."""
-    done = {}
-    if not path.exists():
-        return done
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    lines = text.splitlines()
-    for n, line in enumerate(lines, 1):
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
-                raise ValueError("not a record")
-            done[rec["key"]] = rec
-        except ValueError:
-            if n == len(lines) and not text.endswith("\n"):
-                _rewrite(path, text[: text.rfind("\n") + 1])
-                return done
-            raise ValueError(f"{path}:{n}: corrupt journal line {line[:80]!r}") from None
-    if text and not text.endswith("\n"):
-        _rewrite(path, text + "\n")
-    return done
+    """The journaled trainings by key (torn last lines mended: evo.checkpoint.read_jsonl)."""
+    try:
+        recs = read_jsonl(path, lambda r: isinstance(r, dict) and isinstance(r.get("key"), str))
+    except JournalLineError as e:
+        raise ValueError(f"{path}:{e.line}: corrupt journal line {e.text[:80]!r}") from None
+    return {r["key"]: r for r in recs}
 
 
 @contextlib.contextmanager
@@ -80,12 +66,6 @@ def _appending(path: Path):
             fh.close()
         except OSError:
             pass
-
-
-def _rewrite(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _settings(a, preset, data_sha256: str | None) -> dict:
@@ -109,7 +89,7 @@ def _check_settings(out: Path, settings: dict, journaled: bool) -> None:
         raise ValueError(f"{out} holds trainings ({out / 'build.jsonl'}) but no build.json with their settings "
                          f"(a build of an older version); build in another --out")
     else:
-        _rewrite(path, json.dumps(settings, indent=1) + "\n")
+        atomic_write(path, json.dumps(settings, indent=1) + "\n")
 
 
 def _fmt(x: float) -> str:

@@ -26,7 +26,7 @@ class CheckpointError(ValueError):
     """A checkpoint that is corrupt, foreign, or from a different search."""
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -137,23 +137,12 @@ class Checkpoint:
         self._check(doc)
         self.run_id = doc.get("run_id")
         self.tracking_uri = doc.get("tracking_uri")
-        if self.journal_path.exists():
-            text = self.journal_path.read_bytes().decode("utf-8", errors="replace")
-            lines = text.splitlines()
-            for n, line in enumerate(lines, 1):
-                try:
-                    entry = json.loads(line)
-                    if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or "value" not in entry:
-                        raise ValueError("not an entry")
-                    self.journal[entry["id"]] = entry["value"]
-                except ValueError:
-                    if n == len(lines) and not text.endswith("\n"):  # a last line cut short by a kill
-                        _atomic_write(self.journal_path, text[: text.rfind("\n") + 1])
-                        break
-                    raise CheckpointError(f"corrupt journal {self.journal_path} at line {n}: {line[:80]!r}") from None
-            else:
-                if text and not text.endswith("\n"):  # a whole last entry without its newline
-                    _atomic_write(self.journal_path, text + "\n")
+        try:
+            entries = read_jsonl(self.journal_path, _is_entry)
+        except JournalLineError as e:
+            raise CheckpointError(f"corrupt journal {self.journal_path} at line {e.line}: {e.text[:80]!r}") from None
+        for entry in entries:
+            self.journal[entry["id"]] = entry["value"]
 
     def get(self, event_id: str, default=None):
         return self.journal.get(event_id, default)
@@ -211,7 +200,7 @@ class Checkpoint:
         doc = {"format": FORMAT, "version": VERSION, "search": self.search, "run_id": self.run_id,
                "tracking_uri": self.tracking_uri, "n_events": len(self.journal), **state}
         try:
-            _atomic_write(self.path, json.dumps(doc, indent=1, allow_nan=True))
+            atomic_write(self.path, json.dumps(doc, indent=1, allow_nan=True))
         except OSError as e:
             raise _stopped(self.path, e) from None
 
@@ -250,6 +239,43 @@ class Checkpoint:
         if self._lock is not None:
             self._lock.close()  # closing the file releases the flock
             self._lock = None
+
+
+class JournalLineError(ValueError):
+    """A journal line that is neither a whole entry nor a last line cut short."""
+
+    def __init__(self, line: int, text: str):
+        super().__init__(f"line {line}: {text[:80]!r}")
+        self.line, self.text = line, text
+
+
+def read_jsonl(path: Path, valid) -> list:
+    """The entries of an append-only JSON-lines journal (evo.run's and evo.bench build's), each one
+    accepted by `valid`. A last line cut short by a kill (no newline) is dropped from the file, and a
+    whole last entry without its newline gets one, so the next append starts a line of its own. Any
+    other bad line raises JournalLineError. A missing file has no entries."""
+    if not path.exists():
+        return []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines, out = text.splitlines(), []
+    for n, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+            if not valid(entry):
+                raise ValueError("not an entry")
+        except ValueError:
+            if n == len(lines) and not text.endswith("\n"):
+                atomic_write(path, text[: text.rfind("\n") + 1])
+                return out
+            raise JournalLineError(n, line) from None
+        out.append(entry)
+    if text and not text.endswith("\n"):
+        atomic_write(path, text + "\n")
+    return out
+
+
+def _is_entry(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("id"), str) and "value" in entry
 
 
 def lock_folder(folder: Path, lock_path: Path, what: str):

@@ -10,6 +10,7 @@ whether they ran on different kernels.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -26,8 +27,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=1)
 def environment() -> dict:
-    """The processor, the kernels torch dispatches to, the thread settings and the library versions."""
+    """The processor, the kernels torch dispatches to, the thread settings and the library versions
+    (read once per process: none of it changes while it runs; do not modify the returned dict)."""
     import deap
     import numpy
     import torch
