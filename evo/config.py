@@ -11,6 +11,7 @@ from pathlib import Path
 MODES = ("baseline", "male", "female", "combined")
 PAIRINGS = ("choice", "ranked", "random")
 STARTS = ("full", "bracket")
+CHAMPIONS = ("reference", "fit", "holdout")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Config:
     bracket (bootstrap x eta architectures early-trained; the best bootstrap / eta of them by early
     loss, the baseline and promote_random drawn from the rest fully trained: a Hyperband-like first
     bracket, so a good architecture is fully trained after a fraction of the full start's cost)"""
+    champion: str = "reference"
+    """which female judges: reference (v_last unless a top female beats it on both the fit and the
+    held-out parts of the archive), fit (the best by fit tau, no reference to beat) or holdout (the
+    best by held-out tau of the top five by fit tau, no reference to beat)"""
     pred_steps: int = 5
     """GP generations the females run on the archive each generation (scoring is cheap)"""
     budget_flops: float | None = None
@@ -131,6 +136,7 @@ class Config:
         need(not (self.steady and self.rungs), f"--steady {self.steady} promotes asynchronously, one child "
              f"at a time; it does not take --rungs (got --rungs {self.rungs})")
         need(self.start in STARTS, f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
+        need(self.champion in CHAMPIONS, f"champion must be one of {', '.join(CHAMPIONS)}, got {self.champion!r}")
         need(self.bootstrap >= 3, f"bootstrap must be >= 3 (females need an archive to rank), got {self.bootstrap}")
         need(self.budget_flops is None or self.budget_flops > 0,
              f"budget_flops must be > 0, got {self.budget_flops}")

@@ -22,8 +22,10 @@ CREDIT_WEIGHT = 0.1  # how much a female's record as a chooser moves her in the 
 class Females:
     """Population, toolbox and scoring of the predictor species (pred_*)."""
 
-    def __init__(self, arch_features: bool = False, cxpb: float = 0.5, mutpb: float = 0.3):
+    def __init__(self, arch_features: bool = False, cxpb: float = 0.5, mutpb: float = 0.3,
+                 rule: str = "reference"):
         ensure_pred_types()
+        self.rule = rule
         self.features = tuple(CURVE_FEATURES) + (tuple(ARCH_FEATURES) if arch_features else ())
         self.pset = make_pset(self.features)
         self.toolbox = make_pred_toolbox(self.pset)
@@ -103,10 +105,16 @@ class Females:
 
         Archives are small (tens of architectures), so a formula picked among thousands by its fit
         tau is mostly lucky; a strong default that must be beaten on unseen data makes promotion
-        fall back to ranking by the early validation loss unless the evidence says otherwise."""
+        fall back to ranking by the early validation loss unless the evidence says otherwise.
+        `self.rule` "fit": the best by fit tau; "holdout": the best held out of the top (both
+        ablations of the reference rule, Config.champion)."""
+        rule = self.rule
         ref = self.reference()
         ranked = self.ranked(self.pop)[:top]
-        if ref is None:
+        if rule == "holdout" and any(i.holdout_tau == i.holdout_tau for i in ranked):
+            return sorted(ranked, key=lambda i: (-(i.holdout_tau if i.holdout_tau == i.holdout_tau else -2),
+                                                 -i.fitness.values[0], i.fitness.values[1], str(i)))[0]
+        if ref is None or rule != "reference":
             return ranked[0]
         rf, rh = ref.fitness.values[0], getattr(ref, "holdout_tau", float("nan"))
         better = [i for i in ranked if i.fitness.values[0] > rf and i.holdout_tau > rh]  # NaN: none

@@ -36,6 +36,21 @@ def test_champion_is_the_reference_unless_beaten_on_fit_and_holdout():
     assert str(fem.champion()) == REFERENCE
 
 
+def test_champion_rules_fit_and_holdout_need_no_reference_to_beat():
+    fem, by = _fem([(REFERENCE, 0.50, 0.40), ("l100", 0.60, 0.30), ("sotl", 0.55, 0.45), ("l50", 0.70, 0.42)])
+    fem.rule = "fit"
+    assert str(fem.champion()) == "l50"  # the best fit tau, though l100 and l50 lose or tie held out
+    fem.rule = "holdout"
+    assert str(fem.champion()) == "sotl"  # the best held out among the top five by fit tau
+    by["sotl"].holdout_tau = 0.1
+    assert str(fem.champion()) == "l50"
+    for i in fem.pop:
+        i.holdout_tau = float("nan")  # nothing held out: the best fit tau
+    assert str(fem.champion()) == "l50"
+    with pytest.raises(ValueError, match="champion must be one of reference, fit, holdout, got 'vote'"):
+        Config(champion="vote")
+
+
 def test_truncate_keeps_the_reference_and_the_best_distinct_formulas():
     fem, by = _fem([("l100", 0.9, 0.0), (REFERENCE, 0.1, 0.0), ("l100", 0.9, 0.0), ("sotl", 0.8, 0.0),
                     ("l50", 0.7, 0.0), ("drop", 0.95, 0.0)])
