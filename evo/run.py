@@ -197,12 +197,14 @@ def _dataset(cfg: Config) -> tuple[Path, str] | None:
     return resolve_text(cfg.data), dataset_id(cfg.data)
 
 
-def _table_cost_unit(table: str) -> tuple[float, str]:
-    """search/best_val_loss_by_cost's step on a table: 1/100 of its mean full-training cost."""
+def _table_cost_unit(table: str) -> tuple[float, str, str]:
+    """The best-so-far staircase's step on a table (1/100 of its mean full-training cost), its
+    label and its metric's name, the unit in it."""
     from evo.table import load_table
 
     t = load_table(table)
-    return t.mean_full_cost() / 100, f"1/100 of the table's mean full-training cost ({t.meta['cost_unit']})"
+    return (t.mean_full_cost() / 100, f"1/100 of the table's mean full-training cost ({t.meta['cost_unit']})",
+            "search/best_val_loss_by_pct_full_cost")
 
 
 def _preset_params(preset) -> dict:

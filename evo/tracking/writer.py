@@ -24,9 +24,10 @@ PARENT_METRICS = {"arch/best_val_loss": "search/best_val_loss", "archive/size": 
                   "pred/kendall_tau": "search/champion_tau", "pred/holdout_tau": "search/champion_holdout_tau",
                   "pred/size": "search/champion_size", "div/female_unique": "search/female_unique",
                   "div/male_gene_std": "search/male_gene_std"}
-BY_COST = "search/best_val_loss_by_cost"
+BY_COST = "search/best_val_loss_by_gflops"
 COST_STEP = 1e9
-"""cost per step of BY_COST: one step is 1e9 training FLOPs (MLflow steps are integers)"""
+"""cost per step of BY_COST: one step is 1e9 training FLOPs (MLflow steps are integers), the unit in
+its name; a table search names its own unit (Tracker.set_cost_unit)"""
 
 
 def parent_metric(key: str) -> str:
@@ -75,14 +76,14 @@ class Tracker:
         self.experiment = experiment
         self.run_id: str | None = None
         self.run_name: str | None = None  # the parent run's name, as its children's descriptions link it
-        self.cost_step, self.cost_label = COST_STEP, "1e9 training FLOPs"
+        self.cost_step, self.cost_label, self.by_cost = COST_STEP, "1e9 training FLOPs", BY_COST
         self._children: dict[str, str] = {}  # evaluation key -> child run id
         self._reached: dict[str, int] = {}   # child run id -> the step its last phase reached
-        self._by_cost: tuple[int, float] | None = None  # the last (step, value) of BY_COST
 
-    def set_cost_unit(self, step: float, label: str) -> None:
-        """The cost of one step of BY_COST (before start_search), e.g. for a table's own cost unit."""
-        self.cost_step, self.cost_label = step, label
+    def set_cost_unit(self, step: float, label: str, name: str) -> None:
+        """The cost of one step of the best-so-far staircase and its metric's name (before
+        start_search), e.g. for a table's own cost unit."""
+        self.cost_step, self.cost_label, self.by_cost = step, label, name
 
     # -- parent run ---------------------------------------------------------------------------
     def start_search(self, params: dict, run_name: str, run_id: str | None = None, tags: dict | None = None,
@@ -111,10 +112,6 @@ class Tracker:
         self.run_id, self.resumed, self.run_name = run_id, True, run.info.run_name
         self.experiment_id = run.info.experiment_id  # its children live beside it, whatever --experiment says
         self._children = self._logged_children()
-        hist = self.client.get_metric_history(run_id, BY_COST) if BY_COST in run.data.metrics else []
-        if hist:
-            last = max(hist, key=lambda m: m.step)
-            self._by_cost = (last.step, last.value)
         want = "RUNNING" if reopen else "FINISHED"
         if run.info.status != want:
             if reopen:
@@ -140,30 +137,16 @@ class Tracker:
                 return out
 
     def log_generation(self, gen: int, row: dict) -> None:
-        """Per-generation metrics on the parent, stepped by generation (named by parent_metric), and
-        the best val loss so far against the cost used (BY_COST)."""
+        """Per-generation metrics on the parent, stepped by generation (named by parent_metric)."""
         ts = _now()
-        ms = [Metric(parent_metric(k), float(v), ts, gen) for k, v in row.items() if _finite(v)]
-        best, cost = row.get("arch/best_val_loss"), row.get("cost/flops")
-        if _finite(best) and _finite(cost):
-            step = self._cost_point(float(best), float(cost))
-            if step is not None:
-                ms.append(Metric(BY_COST, float(best), ts, step))
-        self._batch(self.run_id, metrics=ms)
+        self._batch(self.run_id, metrics=[Metric(parent_metric(k), float(v), ts, gen) for k, v in row.items()
+                                          if _finite(v)])
 
-    def _cost_point(self, best: float, cost: float) -> int | None:
-        """The step of BY_COST for `best` at cumulative `cost`, or None when there is nothing new.
-        Steps only grow: a point that rounds onto the last one's step goes one step later (at most
-        one unit of cost off) if it improves on it, and is dropped if it does not."""
-        step = int(round(cost / self.cost_step))
-        if self._by_cost is not None:
-            last_step, last_value = self._by_cost
-            if step <= last_step:
-                if best >= last_value:
-                    return None
-                step = last_step + 1
-        self._by_cost = (step, best)
-        return step
+    def log_best_so_far(self, points: list) -> None:
+        """Points (step, best so far) of the staircase of the best val loss against cumulative cost
+        (evo.ledger.staircase), as the metric `by_cost` (BY_COST: stepped by GFLOPs)."""
+        ts = _now()
+        self._batch(self.run_id, metrics=[Metric(self.by_cost, float(v), ts, int(s)) for s, v in points])
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
