@@ -11,12 +11,13 @@ its code bundled as the package `dimorph_models`.
 
 Modules: store (the first mlflow import, with telemetry off; URIs, clients, experiments, names and
 limits), writer (Tracker), summary (the result as metrics, tags and text), readers (curves and
-fully trained evaluations of logged runs), models (the logged model).
+fully trained evaluations of logged runs), models (the logged model), server (the MLflow UI on a
+store for evo.ui: what to open, the server's process).
 """
 from evo.tracking.store import (  # first: it turns telemetry off before mlflow is imported
     ERROR_CHARS, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FINAL_PHASES, JUDGE_CHARS,
     LEADERBOARD_COLUMNS, LEADERBOARD_FILTER, LEADERBOARD_ORDER, LEADERBOARD_VIEW, MAX_METRICS, MAX_PARAMS,
-    MAX_TAG_VALUE, MAX_TAGS, QUICK_HTTP, TAG_KEY, TrackingError, absolute_uri, is_final_phase, killed_status,
+    MAX_TAG_VALUE, MAX_TAGS, QUICK_HTTP, SEARCHES_VIEW, TAG_KEY, TrackingError, absolute_uri, add_views, is_final_phase, killed_status,
     open_experiment, read_client, resolve_uri, run_page, sqlite_path, ui_url)
 from evo.tracking.summary import (baseline_margin, child_description, describe, final_metrics, final_tags,
                                   summary_lines)
@@ -28,8 +29,8 @@ from evo.tracking.readers import (experiment_curves, experiment_searches, full_e
 __all__ = [
     "BY_COST", "COST_STEP", "ERROR_CHARS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FINAL_PHASES", "JUDGE_CHARS",
     "LEADERBOARD_COLUMNS", "LEADERBOARD_FILTER", "LEADERBOARD_ORDER", "LEADERBOARD_VIEW", "MAX_METRICS",
-    "MAX_PARAMS", "MAX_TAG_VALUE", "MAX_TAGS", "PARENT_METRICS", "QUICK_HTTP", "TAG_KEY", "Tracker",
-    "TrackingError", "absolute_uri", "baseline_margin", "child_description", "curves_csv", "describe",
+    "MAX_PARAMS", "MAX_TAG_VALUE", "MAX_TAGS", "PARENT_METRICS", "QUICK_HTTP", "SEARCHES_VIEW", "TAG_KEY", "Tracker",
+    "TrackingError", "absolute_uri", "add_views", "baseline_margin", "child_description", "curves_csv", "describe",
     "experiment_curves", "experiment_searches", "final_metrics", "final_tags", "full_evaluations", "fully_trained",
     "is_final_phase", "killed_status", "load_model", "open_experiment", "parent_metric", "read_client",
     "resolve_uri", "run_page", "search_curves", "sqlite_path", "summary_lines", "ui_url"]
