@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     urls = server.links(base, where)
-    print(f"MLflow UI on {uri}, experiment {where['experiment']!r} ({where['searches']} searches):")
+    print(f"MLflow UI on {uri}, experiment {where['experiment']!r} ({where['searches']} search{'es' if where['searches'] != 1 else ''}):")
     print(f"  {urls['searches']}")
     print(f"  the searches, best first: the winning architecture, its margin over the baseline, the FLOPs;"
           f" click a search for its description\n  this search: {urls['search']}"

@@ -57,9 +57,24 @@ def final_tags(summary: dict) -> dict:
     return tags
 
 
+FIGURE_TITLES = {"parallel_coordinates.png": "Genes to loss, every evaluation",
+                 "importance.png": "Which genes matter (fANOVA)",
+                 "pareto.png": "Combined mode's two objectives: early loss, final loss (true or predicted)",
+                 "lineage.png": "Lineage: parents to children"}
+
+
 def describe(summary: dict) -> str:
-    """The parent run's description (Markdown): what ran, the best architecture, formula, cost, model."""
-    return "\n".join(summary_lines(summary, markdown=True)) + "\n"
+    """The parent run's description (Markdown): what ran, the best architecture, formula, cost, model,
+    then the search's figures (artifacts under figures/), shown from the server that shows the run."""
+    text = "\n".join(summary_lines(summary, markdown=True)) + "\n"
+    run_id = (summary.get("mlflow") or {}).get("run_id")
+    figures = summary.get("figures") or []
+    if run_id and figures:
+        text += "\n### Figures (the run's artifacts, folder `figures/`)\n"
+        for path in figures:
+            title = FIGURE_TITLES.get(path.rsplit("/", 1)[-1], path)
+            text += f"\n**{title}**\n\n![{title}](get-artifact?path={path.replace('/', '%2F')}&run_uuid={run_id})\n"
+    return text
 
 
 def summary_lines(s: dict, markdown: bool = False, run_lines=()) -> list[str]:

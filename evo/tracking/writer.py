@@ -229,7 +229,6 @@ class Tracker:
                    "arch/n_params": result.get("n_params"), "perf/train_tokens_per_s": result.get("tokens_per_s")}
         if early_val is not None:
             metrics["arch/early_val_loss"] = early_val
-        metrics.update({f"feat/{k}": v for k, v in (features or {}).items()})
         if outcome:
             metrics.update({"arch/best_val_loss": result.get("best_val_loss"),
                             "arch/final_val_loss": result.get("final_val_loss"),
@@ -246,8 +245,12 @@ class Tracker:
             tags.update({"dimorph.method": method, "dimorph.steps": result.get("steps")})
         lineage = None if genes is None else {"generation": generation, "method": method, "female": female,
                                                "female_child": female_child}
-        return self.log_evaluation(key, result, params, tags, metrics, run_id=run_id, after_step=after_step,
-                                   lineage=lineage)
+        run_id = self.log_evaluation(key, result, params, tags, metrics, run_id=run_id, after_step=after_step,
+                                     lineage=lineage)
+        if features:  # the early curve's features (the females' inputs): one artifact, not a metric each
+            self.client.log_dict(run_id, {k: (float(v) if _finite(v) else None) for k, v in features.items()},
+                                 "features.json")
+        return run_id
 
     def log_decision(self, key: str, run_id: str | None, role: str, judge: str | None = None,
                      predicted: float | None = None, score: float | None = None) -> str:
