@@ -9,8 +9,10 @@
 # chromium screenshots of
 #   mlflow_searches.png     the link evo.ui prints: one row per search, best first, with the winning
 #                           architecture, its margin over the baseline and the FLOPs spent
-#   mlflow_parent_run.png   a click on the best search: its description (the answer in words, then
-#                           its figures: genes to loss, gene importance, Pareto front, lineage)
+#   mlflow_parent_run.png   a click on the best search: its description, led by the answer in one line
+#                           (then the rest, and its figures: genes to loss, gene importance, Pareto
+#                           front, lineage, each linked to its artifact page)
+#   mlflow_figures.png      one of those links: the combined search's Pareto front of its two objectives
 #   mlflow_leaderboard.png  every architecture of both searches, best first (evo.ui's third link)
 #   mlflow_progress.png     both searches' best val loss so far against cumulative GFLOPs
 #   mlflow_compare.png      the combined search's two best children side by side
@@ -70,14 +72,14 @@ browse() {  # browse URL [chromium options...]: the screenshot profile visits UR
 
 # the assistant panel closed once, as local storage of http://127.0.0.1:PORT remembers it
 mkdir seed
-cat > seed/index.html <<'HTML'
+cat > seed/dimorph-seed.html <<'HTML'
 <script>localStorage.setItem("mlflow.assistant.fab.autoOpenedOnFirstLoad_v1", "true");
 localStorage.setItem("mlflow.assistant.panelOpen_v1", "false");</script>
 HTML
 python3 -m http.server "$PORT" --bind 127.0.0.1 --directory seed > seed.log 2>&1 &
 SEED=$!
-for _ in $(seq 40); do curl -sf "$BASE/" > /dev/null 2>&1 && break; sleep 0.25; done
-browse "$BASE/" --dump-dom --virtual-time-budget=2000
+for _ in $(seq 40); do curl -sf "$BASE/dimorph-seed.html" > /dev/null 2>&1 && break; sleep 0.25; done
+browse "$BASE/dimorph-seed.html" --dump-dom --virtual-time-budget=2000  # not "/": the UI's own page is never cached
 kill "$SEED"; wait "$SEED" 2>/dev/null || true
 
 setsid python3 -m evo.ui --port "$PORT" --no-browser > ui.log 2>&1 &
@@ -112,7 +114,8 @@ METRIC+="&plot_metric_keys=$(q "[\"$BY\"]")&plot_layout=%7B%7D&x_axis=step&y_axi
 METRIC+="&line_smoothness=1&show_point=true&deselected_curves=%5B%5D&last_linear_y_axis_range=%5B%5D"
 
 shot searches 900 "$SEARCHES"
-shot parent_run 2600 "$BASE/#/experiments/$EXP/runs/$BEST?$ML"
+shot parent_run 1000 "$BASE/#/experiments/$EXP/runs/$BEST?$ML"
+shot figures 1000 "$BASE/#/experiments/$EXP/runs/$PARENT/artifacts/figures/pareto.png?$ML"
 shot leaderboard 900 "$LEADER"
 shot progress 800 "$BASE/#/metric?$METRIC&$ML"
 shot compare 1800 "$BASE/#/compare-runs?runs=$(q "[\"$FIRST\",\"$SECOND\"]")&experiments=$(q "[\"$EXP\"]")&$ML"

@@ -240,8 +240,9 @@ def _summary(search, tracker, best: dict) -> dict:
             "out_dir": str(search.ckpt.dir), "environment": environment()}
 
 
-def _ui_command(m: dict) -> str:
-    """How to see the run: the command that serves the store, then the run's page."""
+def _ui_command(m: dict, out_dir: str | None = None) -> str:
+    """How to see the run: `python -m evo.ui --out <out_dir>` (it serves the store and opens the
+    searches), or for a tracking server the run's page; then the plain MLflow way."""
     from evo.tracking import ui_url
     from evo.tracking.summary import default_store
 
@@ -250,7 +251,10 @@ def _ui_command(m: dict) -> str:
     if not m.get("experiment_id"):
         return serve or f"open {uri}"
     page = ui_url(uri, m["experiment_id"], m["run_id"])
-    return f"{serve}, then open {page}" if serve else f"open {page}"
+    if not serve:
+        return f"open {page}"
+    return (f"python -m evo.ui --out {out_dir} (or {serve}, then open {page})" if out_dir
+            else f"{serve}, then open {page}")
 
 
 def format_summary(s: dict) -> str:
@@ -263,7 +267,7 @@ def format_summary(s: dict) -> str:
            f"{100 * t.get('outside_training_frac', float('nan')):.1f}% outside training) + "
            f"{t.get('inference_measure_s', float('nan')):.0f} s measuring inference speed",
            f"MLflow run {s['mlflow']['run_id']} (experiment '{s['mlflow']['experiment']}'): "
-           f"{_ui_command(s['mlflow'])}"]
+           f"{_ui_command(s['mlflow'], s.get('out_dir'))}"]
     lines = ["", *summary_lines(s, run_lines=run),
              f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", []))]
     return "\n".join(lines)
