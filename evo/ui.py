@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     print(f"MLflow UI on {uri}, experiment {where['experiment']!r} ({where['searches']} search{'es' if where['searches'] != 1 else ''}):")
     print(f"  {urls['searches']}")
     print(f"  the searches, best first: the winning architecture, its margin over the baseline, the FLOPs;"
-          f" click a search for its description\n  this search: {urls['search']}"
+          f" click a search for its description\n  {'this' if args.out else 'the best'} search: {urls['search']}"
           f"\n  every architecture, best first: {urls['leaderboard']}", flush=True)
     if not args.no_browser:
         import webbrowser
