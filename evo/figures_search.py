@@ -71,8 +71,9 @@ def parallel_coordinates(rows: list[dict], genes: list[str], out: Path) -> Path 
     names = genes + ["early val loss", "final val loss"]
     X = np.array([[float(r["genes"][g]) for g in genes] + [r[k] if _ok(r.get(k)) else np.nan for k in ("early", "final")]
                   for r in rows])
-    lo, hi = np.nanmin(X, 0), np.nanmax(X, 0)
-    lo, hi = np.where(np.isnan(lo), 0, lo), np.where(np.isnan(hi), 1, hi)
+    seen = [c[~np.isnan(c)] for c in X.T]  # a column may be empty (no evaluation fully trained yet)
+    lo = np.array([c.min() if len(c) else 0.0 for c in seen])
+    hi = np.array([c.max() if len(c) else 1.0 for c in seen])
     Y = (X - lo) / np.where(hi > lo, hi - lo, 1)
     colour = np.where(np.isnan(X[:, -1]), X[:, -2], X[:, -1])  # final, else early: one of them is there
     cmap = plt.get_cmap("viridis_r")

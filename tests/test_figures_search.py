@@ -44,3 +44,13 @@ def test_every_figure_is_written(tmp_path):
     assert [f.name for f in files] == ["parallel_coordinates.png", "importance.png", "pareto.png", "lineage.png"]
     assert all(f.read_bytes()[:4] == b"\x89PNG" and f.stat().st_size > 5000 for f in files)
     assert search_figures([], ["a", "b"], tmp_path / "none") == []
+
+
+def test_figures_of_a_search_where_nothing_finished_training(tmp_path):
+    import warnings
+
+    early_only = [{**r, "final": None} for r in rows()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        files = search_figures(early_only, ["a", "b"], tmp_path)
+    assert [f.name for f in files] == ["parallel_coordinates.png", "importance.png", "pareto.png", "lineage.png"]

@@ -1,11 +1,12 @@
 """MLflow I/O: the only package that imports mlflow. A parent run per search, a child per evaluation.
 
 Names (README "MLflow"): the parent's metrics are `search/*` (per generation, stepped by generation),
-`search/best_val_loss_by_gflops` (BY_COST: the best so far at each evaluation, a staircase stepped by
-cumulative GFLOPs; a table search names its own unit) and `final/*` (the
-result); the children's are `arch/*`, `cost/*`, `perf/*`, `feat/*`, `pred/*`, `train/*`, `val/*`,
-so no name is both. Children are named `<short parent id>-<key>`, their `dimorph.parents` tag holds
-run ids, and their description links their search's and parents' runs. The best architecture is
+`search/best_val_loss_by_gflops` (BY_COST: the best so far at each evaluation, a staircase stepped
+by cumulative GFLOPs; a table search names its own unit) and `final/*` (the result); the
+children's are `arch/*`, `cost/*`, `perf/*`, `pred/*`, `train/*`, `val/*` (their early-curve
+features are one artifact, features.json), so no name is both. Children are named `<short parent
+id>-<key>`, their `dimorph.parents` tag holds run ids, and their description links their search's
+and parents' runs. The best architecture is
 logged as a PyTorch model on the parent, named after the search (`dimorph-<mode>-<preset>-seed<seed>`),
 its code bundled as the package `dimorph_models`.
 
