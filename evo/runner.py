@@ -203,9 +203,9 @@ class Runner:
         self.ledger.absorb(rec, task, res)
         if task.phase == "early" and rec.early_done:
             rec.features = self.policy.features(rec)
-        best = self.ledger.best()
-        if best is not None and self.tracker is not None:  # the best so far against the cost spent by now
-            step = int(round(self.ledger.compute["flops"] / self.tracker.cost_step))
+        best, unit = self.ledger.best(), getattr(self.tracker, "cost_step", None)
+        if best is not None and unit:  # the best so far against the cost spent by now (a tracker that logs it)
+            step = int(round(self.ledger.compute["flops"] / unit))
             self._stair_points[task.key], self._stair = staircase(self._stair, step, best.target)
         return rec, before
 
