@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from engine_helpers import fast_config
 from evo.run import format_summary, main
+from evo.tracking.writer import MODEL_METRICS
 from evo.tracking import (BY_COST, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, LEADERBOARD_FILTER, LEADERBOARD_ORDER,
                           LEADERBOARD_VIEW)
 
@@ -198,6 +199,13 @@ def test_the_logged_model_loads_and_reproduces_the_val_loss(search):
     parent = client.get_run(run_id)
     assert parent.data.tags["dimorph.model_uri"] == summary["mlflow"]["model_uri"]
     name = "dimorph-combined-tiny-seed0"  # named after its search
+    logged = client.get_logged_model(summary["mlflow"]["model_uri"].removeprefix("models:/"))
+    assert logged.tags["mlflow.note.content"].startswith(f"The best architecture of the Dimorph search `{parent.info.run_name}`")
+    shown = {m.key: m for m in logged.metrics if m.dataset_name}  # the final ones name the dataset
+    assert shown["final/best_val_loss"].value == parent.data.metrics["final/best_val_loss"]
+    assert set(shown) == set(MODEL_METRICS)
+    ds = parent.inputs.dataset_inputs[0].dataset
+    assert {(m.dataset_name, m.dataset_digest) for m in shown.values()} == {(ds.name, ds.digest)}
     assert parent.data.tags["dimorph.model_name"] == summary["mlflow"]["model_name"] == name
     [logged] = client.search_logged_models([parent.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
     assert logged.name == name and f"models:/{logged.model_id}" == summary["mlflow"]["model_uri"]

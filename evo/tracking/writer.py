@@ -24,6 +24,9 @@ PARENT_METRICS = {"arch/best_val_loss": "search/best_val_loss", "archive/size": 
                   "pred/kendall_tau": "search/champion_tau", "pred/holdout_tau": "search/champion_holdout_tau",
                   "pred/size": "search/champion_size", "div/female_unique": "search/female_unique",
                   "div/male_gene_std": "search/male_gene_std"}
+# The final metrics that describe the logged model (shown on it, with the dataset they were measured on).
+MODEL_METRICS = ("final/best_val_loss", "final/best_final_val_loss", "final/best_final_train_loss",
+                 "final/margin_vs_baseline", "final/margin_vs_baseline_pct")
 BY_COST = "search/best_val_loss_by_gflops"
 COST_STEP = 1e9
 """cost per step of BY_COST: one step is 1e9 training FLOPs (MLflow steps are integers), the unit in
@@ -79,6 +82,8 @@ class Tracker:
         self.cost_step, self.cost_label, self.by_cost = COST_STEP, "1e9 training FLOPs", BY_COST
         self._children: dict[str, str] = {}  # evaluation key -> child run id
         self._reached: dict[str, int] = {}   # child run id -> the step its last phase reached
+        self._dataset: dict = {}  # the dataset logged as the parent's input (name, digest)
+        self._model: dict = {}  # the logged model and its dataset, which the model's final metrics name
 
     def set_cost_unit(self, step: float, label: str, name: str) -> None:
         """The cost of one step of the best-so-far staircase and its metric's name (before
@@ -171,6 +176,7 @@ class Tracker:
         ds = Dataset(name=name or path.name, digest=sha[:16], source_type="local",
                      source=json.dumps({"uri": str(path)}),
                      profile=json.dumps({"sha256": sha, "bytes": size}))
+        self._dataset = {"dataset_name": ds.name, "dataset_digest": ds.digest}
         self.client.log_inputs(self.run_id, datasets=[
             DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
         self.set_tags({"dimorph.data_sha256": sha, "dimorph.data_path": str(path)})
@@ -183,6 +189,13 @@ class Tracker:
         uri = log_gpt_model(self.client, self.uri, self.experiment_id, self.run_id, model, gpt_config, vocab,
                             metadata, step, name=name)
         self.set_tags({"dimorph.model_uri": uri, "dimorph.model_name": name})
+        if uri.startswith("models:/"):  # its description; its final metrics (finish) name it and the dataset
+            self._model = {"model_id": uri[len("models:/"):], **self._dataset}
+            loss = metadata.get("best_val_loss")
+            self.client.set_logged_model_tags(self._model["model_id"], {"mlflow.note.content": (
+                f"The best architecture of the Dimorph search `{self.run_name}` (evaluation "
+                f"`{metadata.get('key')}`), trained {metadata.get('steps')} steps; best val loss "
+                f"{f'{loss:.4f}' if _finite(loss) else 'n/a'}. Load: mlflow.pytorch.load_model('{uri}').")})
         return uri
 
     def finish(self, summary: dict | None = None, status: str = "FINISHED") -> None:
@@ -196,7 +209,8 @@ class Tracker:
         if summary:  # stepped by the last generation: an extended search adds its own point
             step = int(summary["gens"]) if _finite(summary.get("gens")) else 0
             flat = {k: v for k, v in final_metrics(summary).items() if _finite(v)}
-            self._batch(self.run_id, metrics=[Metric(k, float(v), _now(), step) for k, v in flat.items()],
+            self._batch(self.run_id, metrics=[Metric(k, float(v), _now(), step, **(self._model if k in MODEL_METRICS else {}))
+                                              for k, v in flat.items()],
                         tags={**final_tags(summary), "mlflow.note.content": describe(summary)[:MAX_TAG_VALUE]})
             self.log_dict(summary, "summary.json")
         self.client.set_terminated(self.run_id, status=status)
