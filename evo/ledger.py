@@ -29,6 +29,27 @@ from evo.evaluate import EvalTask, failed
 INF = float("inf")
 
 
+def staircase(last: tuple[int, float] | None, step: int, best: float) -> tuple[list[tuple[int, float]], tuple]:
+    """The points that draw best-so-far against cumulative cost as a staircase on a line chart, at an
+    evaluation that completes at cost `step` (an integer) with `best` the best target so far; `last`
+    is the previous point (None: none yet). Returns the new points and the new last point: (step,
+    best) at each evaluation; before an improvement also (step - 1, the old best), so the line stays
+    flat up to it and then drops. Steps only grow: a point that lands on the last one's step goes one
+    step later when it improves on it, and is dropped when it does not."""
+    if not math.isfinite(best):
+        return [], last
+    if last is None:
+        return [(step, best)], (step, best)
+    last_step, last_best = last
+    if step <= last_step:
+        if best >= last_best:
+            return [], last
+        step = last_step + 1
+    points = [(step - 1, last_best)] if best < last_best and step - 1 > last_step else []
+    points.append((step, best))
+    return points, (step, best)
+
+
 @dataclass
 class Evaluation:
     """One architecture of a search and every phase trained for it."""

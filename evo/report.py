@@ -183,11 +183,26 @@ def write_all(search, tracker, summary: dict) -> list[Path]:
         stem.with_suffix(".tex").write_text(doc["latex"] + "\n")
         files += [stem.with_suffix(s) for s in (".json", ".txt", ".tex")]
     files += plots(search, out)
+    figures = search_figures(search)
+    summary["figures"] = [f"figures/{f.name}" for f in figures]  # shown in the parent's description
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     files.append(out / "summary.json")
     for f in files:
         tracker.log_artifact(f, "predictors" if f.name.startswith("predictor_") else None)
-    return files
+    for f in figures:
+        tracker.log_artifact(f, "figures")
+    return files + figures
+
+
+def search_figures(search) -> list[Path]:
+    """The search's own figures in --out/figures (evo.figures_search): parallel coordinates, gene
+    importance, the Pareto front of combined mode's two objectives, the lineage."""
+    from evo.figures_search import search_figures as draw
+
+    rows = [{"key": r.key, "generation": r.generation, "role": r.role, "parents": list(r.parents), "genes": r.genes,
+             "early": r.early_val, "final": r.target if r.fully_trained else None,
+             "predicted": r.predicted} for r in search.ledger.records.values()]
+    return draw(rows, list(search.preset.gene_names), search.ckpt.dir / "figures", seed=search.cfg.seed)
 
 
 def log_best_model(search, tracker, best: dict) -> dict:

@@ -197,12 +197,14 @@ def _dataset(cfg: Config) -> tuple[Path, str] | None:
     return resolve_text(cfg.data), dataset_id(cfg.data)
 
 
-def _table_cost_unit(table: str) -> tuple[float, str]:
-    """search/best_val_loss_by_cost's step on a table: 1/100 of its mean full-training cost."""
+def _table_cost_unit(table: str) -> tuple[float, str, str]:
+    """The best-so-far staircase's step on a table (1/100 of its mean full-training cost), its
+    label and its metric's name, the unit in it."""
     from evo.table import load_table
 
     t = load_table(table)
-    return t.mean_full_cost() / 100, f"1/100 of the table's mean full-training cost ({t.meta['cost_unit']})"
+    return (t.mean_full_cost() / 100, f"1/100 of the table's mean full-training cost ({t.meta['cost_unit']})",
+            "search/best_val_loss_by_pct_full_cost")
 
 
 def _preset_params(preset) -> dict:
@@ -238,8 +240,9 @@ def _summary(search, tracker, best: dict) -> dict:
             "out_dir": str(search.ckpt.dir), "environment": environment()}
 
 
-def _ui_command(m: dict) -> str:
-    """How to see the run: the command that serves the store, then the run's page."""
+def _ui_command(m: dict, out_dir: str | None = None) -> str:
+    """How to see the run: `python -m evo.ui --out <out_dir>` (it serves the store and opens the
+    searches), or for a tracking server the run's page; then the plain MLflow way."""
     from evo.tracking import ui_url
     from evo.tracking.summary import default_store
 
@@ -248,7 +251,10 @@ def _ui_command(m: dict) -> str:
     if not m.get("experiment_id"):
         return serve or f"open {uri}"
     page = ui_url(uri, m["experiment_id"], m["run_id"])
-    return f"{serve}, then open {page}" if serve else f"open {page}"
+    if not serve:
+        return f"open {page}"
+    return (f"python -m evo.ui --out {out_dir} (or {serve}, then open {page})" if out_dir
+            else f"{serve}, then open {page}")
 
 
 def format_summary(s: dict) -> str:
@@ -261,7 +267,7 @@ def format_summary(s: dict) -> str:
            f"{100 * t.get('outside_training_frac', float('nan')):.1f}% outside training) + "
            f"{t.get('inference_measure_s', float('nan')):.0f} s measuring inference speed",
            f"MLflow run {s['mlflow']['run_id']} (experiment '{s['mlflow']['experiment']}'): "
-           f"{_ui_command(s['mlflow'])}"]
+           f"{_ui_command(s['mlflow'], s.get('out_dir'))}"]
     lines = ["", *summary_lines(s, run_lines=run),
              f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", []))]
     return "\n".join(lines)

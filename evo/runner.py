@@ -23,7 +23,7 @@ import time
 from evo.evaluate import EvalTask, final_phase
 from evo.executors import Feed
 from evo.genome import eval_seed
-from evo.ledger import Evaluation, Ledger
+from evo.ledger import Evaluation, Ledger, staircase
 from evo.seeding import seed_everything
 from evo.space import duration, step_cost
 
@@ -40,6 +40,8 @@ class Runner:
         self.on_eval = on_eval or (lambda res: None)
         self.policy = None
         self._later: list | None = None  # side effects the steady driver runs once its slots are refilled
+        self._stair: tuple | None = None  # the last point of the tracker's best-so-far staircase
+        self._stair_points: dict[str, list] = {}  # task key -> the staircase points its booking added
 
     # -- tasks and the budget ---------------------------------------------------------------------
     def task(self, rec: Evaluation, steps: int, phase: str, suffix: str = "") -> EvalTask:
@@ -201,6 +203,10 @@ class Runner:
         self.ledger.absorb(rec, task, res)
         if task.phase == "early" and rec.early_done:
             rec.features = self.policy.features(rec)
+        best, unit = self.ledger.best(), getattr(self.tracker, "cost_step", None)
+        if best is not None and unit:  # the best so far against the cost spent by now (a tracker that logs it)
+            step = int(round(self.ledger.compute["flops"] / unit))
+            self._stair_points[task.key], self._stair = staircase(self._stair, step, best.target)
         return rec, before
 
     def log(self, rec: Evaluation, task: EvalTask, res: dict, before: int = -1) -> None:
@@ -213,6 +219,9 @@ class Runner:
                 parents=rec.parents, method=self.policy.method, run_id=run_id, after_step=before,
                 **self.policy.log_extras(rec, task))
         rec.run_id = self.ckpt.once(f"log/{task.key}", write)
+        points = self._stair_points.pop(task.key, None)
+        if points:
+            self.ckpt.once(f"best/{task.key}", lambda: self.tracker.log_best_so_far(points) or True)
 
     def defer(self, fn) -> None:
         """Run a side effect now, or once the steady driver has refilled its slots."""

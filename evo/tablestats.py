@@ -65,6 +65,7 @@ class NullTracker:
     """A tracker that records nothing (table experiments)."""
 
     run_id, experiment, uri = None, None, None
+    cost_step = None  # no best-so-far staircase to log
 
     def __getattr__(self, name):
         return lambda *a, **k: None

@@ -33,7 +33,7 @@ def children_of(client, run_id, exp_id):
 
 
 @pytest.mark.slow
-def test_mlflow_structure(combined):
+def test_mlflow_structure(combined, tmp_path):
     cfg, summary = combined
     client = MlflowClient(cfg.tracking_uri)
     parent = client.get_run(summary["mlflow"]["run_id"])
@@ -61,7 +61,10 @@ def test_mlflow_structure(combined):
     # 6 validation points inside the early budget (steps 1-6 here), then every 30 steps
     assert [m.step for m in val] == [0, 1, 2, 3, 4, 5, 6, 30]
     assert abs(min(m.value for m in val) - one.data.metrics["arch/best_val_loss"]) < 1e-9
-    assert "feat/v_last" in one.data.metrics
+    assert not [m for m in one.data.metrics if m.startswith("feat/")]  # the features are one artifact
+    feats = json.loads(Path(client.download_artifacts(one.info.run_id, "features.json", str(tmp_path))).read_text())
+    assert len(feats) >= 20 and all(isinstance(v, float) or v is None for v in feats.values())
+    assert feats["v_last"] == pytest.approx(val[[m.step for m in val].index(6)].value)
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "summary.json", "best_vs_compute.png", "predictors"} <= arts
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "predictors")} >= {

@@ -232,3 +232,16 @@ def test_without_an_archive_the_early_loss_promotes_until_one_exists(table, tmp_
     assert s.ledger.best() is not None and s.ledger.best().generation >= 1
     t = load_table(table)
     assert s.ledger.best().target == pytest.approx(min(t.targets[t.row_of(r.genes)] for r in s.ledger.archive))
+
+
+def test_the_best_so_far_staircase_is_flat_then_drops_and_its_steps_only_grow():
+    from evo.ledger import staircase
+
+    last, out = None, []
+    for step, best in [(5, math.inf), (10, 3.0), (12, 3.0), (20, 2.5), (20, 2.4), (21, 2.4), (22, 2.4), (30, 2.0)]:
+        pts, last = staircase(last, step, best)
+        out += pts
+    # no point before a finite best; flat points; (19, 3.0) before the drop at 20; a second drop on
+    # step 20 goes to 21; a repeat on 21 is dropped; (29, 2.4) holds the line flat up to the drop at 30
+    assert out == [(10, 3.0), (12, 3.0), (19, 3.0), (20, 2.5), (21, 2.4), (22, 2.4), (29, 2.4), (30, 2.0)]
+    assert last == (30, 2.0)

@@ -185,3 +185,23 @@ def test_every_timed_sample_is_kept_and_summarised(monkeypatch):
         ((40 - 170 / 3) ** 2 + (80 - 170 / 3) ** 2 + (50 - 170 / 3) ** 2) / 2),
         "inference_tokens_per_s_min": 40.0, "inference_tokens_per_s_max": 80.0})
     assert spread("x", [7.0]) == {"x": 7.0, "x_std": None, "x_min": 7.0, "x_max": 7.0}
+
+
+def test_the_description_leads_with_the_answer_and_shows_the_figures():
+    from evo.tracking.summary import describe, headline
+
+    s = {"mode": "male", "preset": "tiny", "seed": 0, "gens": 2,
+         "best": {"key": "g2-c0", "best_val_loss": 3.22708, "genes": {"n_layer": 3}}, "baseline_best_val_loss": 3.50431,
+         "compute": {"flops": 4.9535e10, "full_trainings": 8}, "mlflow": {"run_id": "abc", "experiment_id": "1"},
+         "figures": ["figures/pareto.png", "figures/lineage.png"]}
+    top = "**Winner `g2-c0`: best val loss 3.2271, 0.2772 (7.9%) better than the baseline, for 50 GFLOPs (8 full trainings).**"
+    assert headline(s) == top
+    note = describe(s)
+    assert note.startswith(top + "\n\n")
+    assert ("[**Combined mode's two objectives: early loss, final loss (true or predicted)**]"
+            "(#/experiments/1/runs/abc/artifacts/figures/pareto.png)") in note
+    assert "![Lineage: parents to children](get-artifact?path=figures%2Flineage.png&run_uuid=abc)" in note
+    worse = {**s, "baseline_best_val_loss": 3.0}
+    assert "0.2271 (7.6%) worse than the baseline" in headline(worse)
+    assert headline({**s, "baseline_best_val_loss": None}).endswith("no baseline to compare with, for 50 GFLOPs (8 full trainings).**")
+    assert headline({"best": {}}) is None and "Figures" not in describe({**s, "figures": []})

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from engine_helpers import fast_config
 from evo.run import format_summary, main
+from evo.tracking.writer import MODEL_METRICS
 from evo.tracking import (BY_COST, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, LEADERBOARD_FILTER, LEADERBOARD_ORDER,
                           LEADERBOARD_VIEW)
 
@@ -174,8 +175,8 @@ def test_scalars_are_logged_once_per_phase_and_progress_against_cost(search):
             assert [s for s, _ in history(client, k.info.run_id, "pred/predicted_final")] == [E]
     gens = history(client, parent.info.run_id, "search/flops")
     prog = history(client, parent.info.run_id, BY_COST)
-    assert parent.data.tags["dimorph.cost_step"] == "1e9 training FLOPs"
-    assert [s for s, _ in prog] == [round(v / 1e9) for _, v in gens]  # one point per generation here
+    assert BY_COST == "search/best_val_loss_by_gflops" and parent.data.tags["dimorph.cost_step"] == "1e9 training FLOPs"
+    assert prog[-1][0] == round(gens[-1][1] / 1e9) and len(prog) > len(gens)  # a point per evaluation
     assert all(a[0] < b[0] and a[1] >= b[1] for a, b in zip(prog, prog[1:]))
     assert prog[-1][1] == parent.data.metrics["final/best_val_loss"] == history(
         client, parent.info.run_id, "search/best_val_loss")[-1][1]
@@ -198,6 +199,13 @@ def test_the_logged_model_loads_and_reproduces_the_val_loss(search):
     parent = client.get_run(run_id)
     assert parent.data.tags["dimorph.model_uri"] == summary["mlflow"]["model_uri"]
     name = "dimorph-combined-tiny-seed0"  # named after its search
+    logged = client.get_logged_model(summary["mlflow"]["model_uri"].removeprefix("models:/"))
+    assert logged.tags["mlflow.note.content"].startswith(f"The best architecture of the Dimorph search `{parent.info.run_name}`")
+    shown = {m.key: m for m in logged.metrics if m.dataset_name}  # the final ones name the dataset
+    assert shown["final/best_val_loss"].value == parent.data.metrics["final/best_val_loss"]
+    assert set(shown) == set(MODEL_METRICS)
+    ds = parent.inputs.dataset_inputs[0].dataset
+    assert {(m.dataset_name, m.dataset_digest) for m in shown.values()} == {(ds.name, ds.digest)}
     assert parent.data.tags["dimorph.model_name"] == summary["mlflow"]["model_name"] == name
     [logged] = client.search_logged_models([parent.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
     assert logged.name == name and f"models:/{logged.model_id}" == summary["mlflow"]["model_uri"]
@@ -321,12 +329,12 @@ def test_a_missing_best_state_finishes_the_search_without_a_model(tmp_path, shak
     assert "has no logged model" in capsys.readouterr().err
 
 
-def test_a_table_search_logs_no_model_and_steps_progress_by_table_cost(tmp_path, monkeypatch):
+def test_a_table_search_logs_no_model_and_a_best_so_far_staircase_by_table_cost(tmp_path, monkeypatch):
     from evo.run import cli
     from evo.table import load_table
     from tests.table_helpers import make_table
 
-    table = make_table(tmp_path / "tab")
+    table = make_table(tmp_path / "tab", seed=1)  # a table where the best improves 3 times
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert cli(["--table", str(table), "--gens", "1", "--out", str(tmp_path / "out"), "--no-progress",
@@ -338,10 +346,24 @@ def test_a_table_search_logs_no_model_and_steps_progress_by_table_cost(tmp_path,
     assert "dimorph.model_uri" not in parent.data.tags and not parent.inputs.dataset_inputs
     unit = load_table(str(table)).mean_full_cost() / 100
     assert parent.data.tags["dimorph.cost_step"].startswith("1/100 of the table's mean full-training cost")
-    gens = history(client, parent.info.run_id, "search/flops")
-    prog = history(client, parent.info.run_id, BY_COST)
-    assert [s for s, _ in prog] == [round(v / unit) for _, v in gens] and prog[0][0] > 10
-    assert all(math.isfinite(v) for _, v in prog)
+    prog = history(client, parent.info.run_id, "search/best_val_loss_by_pct_full_cost")  # the unit in the name
+    assert BY_COST not in parent.data.metrics and prog[0][0] > 10
+    # the ledger's history (a point after each full training): where the best drops, the metric
+    # drops at the same cost, flat from the point before
+    hist = json.loads((tmp_path / "out" / "checkpoint.json").read_text())["history"]
+    drops, best = [], math.inf
+    for h in hist:
+        if h["best_val_loss"] < best:
+            drops.append((round(h["flops"] / unit), h["best_val_loss"], best))
+            best = h["best_val_loss"]
+    logged = dict(prog)
+    assert len(drops) == 3 and [(s, v) for s, v, _ in drops] == [
+        (s, v) for (s, v), (_, before) in zip(prog, [(None, math.inf)] + prog) if v < before]
+    for s, v, before in drops[1:]:
+        assert logged[s - 1] == before and logged[s] == v
+    assert all(a[0] < b[0] and a[1] >= b[1] for a, b in zip(prog, prog[1:]))
+    assert prog[-1][1] == parent.data.metrics["final/best_val_loss"]
+    assert len(prog) > len(hist)  # a point at every evaluation, early ones too
 
 
 @pytest.mark.slow

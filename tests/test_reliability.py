@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from engine_helpers import fast_config, outcome
 from evo.checkpoint import Checkpoint, CheckpointError
 from evo.run import cli, main
+from evo.tracking import BY_COST
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -353,7 +354,7 @@ class SimulatedKill(BaseException):
 
 def test_writes_repeated_after_a_kill_log_nothing_twice(tmp_path, shakespeare_path, fake, store, monkeypatch):
     real = Checkpoint.record
-    kills = ["log/g0-b1", "log/g0-b0/full", "gen/0", "pred/g1-c0"]
+    kills = ["log/g0-b1", "log/g0-b0/full", "best/g0-b0/full", "gen/0", "pred/g1-c0"]
 
     def record(self, event_id, value):
         if kills and event_id == kills[0]:
@@ -369,7 +370,7 @@ def test_writes_repeated_after_a_kill_log_nothing_twice(tmp_path, shakespeare_pa
             break
         except SimulatedKill:
             pass
-    assert attempt == 4 and not kills
+    assert attempt == 5 and not kills
     client, parent = parent_of(cfg)
     assert parent.info.status == "FINISHED" and summary["mlflow"]["run_id"] == parent.info.run_id
     kids = children(client, parent)
@@ -382,6 +383,8 @@ def test_writes_repeated_after_a_kill_log_nothing_twice(tmp_path, shakespeare_pa
     assert [(m.step, m.value) for m in client.get_metric_history(b0.info.run_id, "cost/flops")] == [(6, 6e6), (30, 30e6)]
     assert client.get_run(b0.info.run_id).data.metrics["cost/flops"] == 30e6
     assert [m.step for m in client.get_metric_history(parent.info.run_id, "search/best_val_loss")] == [0, 1]
+    stair = sorted((m.step, m.value) for m in client.get_metric_history(parent.info.run_id, BY_COST))
+    assert stair[-1][1] == parent.data.metrics["final/best_val_loss"] and len({s for s, _ in stair}) == len(stair)
 
 
 # -- 8. SIGTERM, an unwritable --out, deleted states, telemetry --------------------------------------------

@@ -51,6 +51,14 @@ LEADERBOARD_ORDER = "metrics.`arch/best_val_loss`"
 LEADERBOARD_COLUMNS = ["metrics.`arch/best_val_loss`", "metrics.`arch/early_val_loss`", "metrics.`pred/predicted_final`",
                        "metrics.`arch/n_params`", "params.`gene/n_layer`", "params.`gene/n_head`", "params.`gene/lr`",
                        "tags.`dimorph.role`"]
+# A second saved view: the searches themselves (the parent runs), best result first, with what
+# answers "which architecture won, by how much over the baseline, at what cost". evo.ui opens it.
+SEARCHES_VIEW = "dimorph-searches"
+SEARCHES_FILTER = 'tags.dimorph.kind = "search"'
+SEARCHES_ORDER = "metrics.`final/best_val_loss`"
+SEARCHES_COLUMNS = ["tags.`dimorph.best_key`", "metrics.`final/best_val_loss`", "metrics.`final/margin_vs_baseline`",
+                    "metrics.`final/margin_vs_baseline_pct`", "metrics.`final/flops`", "metrics.`final/full_trainings`",
+                    "metrics.`final/predictor_holdout_tau`", "params.`mode`"]
 # The first request to a tracking server fails fast (about 20 s at most) instead of MLflow's default
 # ~4 minutes of retries; later requests keep MLflow's settings, so a long search outlives a server
 # restart. Variables the user set are left alone.
@@ -213,31 +221,42 @@ def ui_url(tracking_uri: str, experiment_id: str, run_id: str | None = None, vie
     return f"{base}/{page}?{query}"
 
 
-def _leaderboard_view() -> str:
-    """The saved-view experiment tag's value (the UI's envelope: name, times, the view state as JSON)."""
-    state = {"searchFilter": LEADERBOARD_FILTER, "orderByKey": LEADERBOARD_ORDER, "orderByAsc": True,
-             "selectedColumns": LEADERBOARD_COLUMNS, "runsHiddenMode": "SHOW_ALL"}
-    return json.dumps({"name": "Dimorph leaderboard", "createdAt": _now(), "state": json.dumps(state)})
+def _saved_view(name: str, search_filter: str, order: str, columns: list[str]) -> str:
+    """A saved-view experiment tag's value (the UI's envelope: name, times, the view state as JSON)."""
+    state = {"searchFilter": search_filter, "orderByKey": order, "orderByAsc": True,
+             "selectedColumns": columns, "runsHiddenMode": "SHOW_ALL"}
+    return json.dumps({"name": name, "createdAt": _now(), "state": json.dumps(state)})
+
+
+def _views() -> dict[str, str]:
+    """The experiment tags of Dimorph's saved views of the runs table."""
+    return {f"mlflow.sharedViewState.{LEADERBOARD_VIEW}": _saved_view(
+                "Dimorph leaderboard", LEADERBOARD_FILTER, LEADERBOARD_ORDER, LEADERBOARD_COLUMNS),
+            f"mlflow.sharedViewState.{SEARCHES_VIEW}": _saved_view(
+                "Dimorph searches", SEARCHES_FILTER, SEARCHES_ORDER, SEARCHES_COLUMNS)}
+
+
+def add_views(client: MlflowClient, experiment_id: str, tags: dict) -> None:
+    """Give an experiment (whose tags are `tags`) the kind and the saved views it lacks (a kind set
+    by the user is kept)."""
+    missing = {k: v for k, v in {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **_views()}.items() if k not in tags}
+    for k, v in missing.items():
+        client.set_experiment_tag(experiment_id, k, v)
 
 
 def open_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of the experiment called `name`, created with its kind and leaderboard view when the
-    store has none (its artifacts beside a sqlite database, in ./mlruns, MLflow's own layout); an
-    existing one gets the kind and view it lacks (a kind set by the user is kept)."""
+    """The id of the experiment called `name`, created with its kind and saved views when the store
+    has none (its artifacts beside a sqlite database, in ./mlruns, MLflow's own layout); an existing
+    one gets the kind and views it lacks (add_views)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        tags = exp.tags
-        if EXPERIMENT_KIND_TAG not in tags:
-            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-        if f"mlflow.sharedViewState.{LEADERBOARD_VIEW}" not in tags:
-            client.set_experiment_tag(exp.experiment_id, f"mlflow.sharedViewState.{LEADERBOARD_VIEW}",
-                                      _leaderboard_view())
+        add_views(client, exp.experiment_id, exp.tags)
         return exp.experiment_id
     db = sqlite_path(uri)
     location = (db.parent / "mlruns").resolve().as_uri() if db is not None else None
     try:
-        return client.create_experiment(name, artifact_location=location, tags={
-            EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, f"mlflow.sharedViewState.{LEADERBOARD_VIEW}": _leaderboard_view()})
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **_views()})
     except MlflowException as e:  # another search on the same server created it just now
         exp = client.get_experiment_by_name(name)
         if exp is None:

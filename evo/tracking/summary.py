@@ -57,9 +57,44 @@ def final_tags(summary: dict) -> dict:
     return tags
 
 
+FIGURE_TITLES = {"parallel_coordinates.png": "Genes to loss, every evaluation",
+                 "importance.png": "Which genes matter (fANOVA)",
+                 "pareto.png": "Combined mode's two objectives: early loss, final loss (true or predicted)",
+                 "lineage.png": "Lineage: parents to children"}
+
+
+def headline(summary: dict) -> str | None:
+    """The answer in one line (Markdown): which architecture won, by how much over the baseline, at
+    what cost; None when none finished training."""
+    b, c = summary.get("best") or {}, summary.get("compute") or {}
+    if not b.get("key"):
+        return None
+    margin = baseline_margin(summary)
+    by = "no baseline to compare with" if margin is None else (
+        f"{abs(margin[0]):.4f}" + (f" ({abs(margin[1]):.1f}%)" if margin[1] is not None else "")
+        + (" better than" if margin[0] > 0 else " worse than" if margin[0] < 0 else " the same as") + " the baseline")
+    cost = f"{c['flops'] / 1e9:,.0f} GFLOPs" if _finite(c.get("flops")) else "cost not recorded"
+    if _finite(c.get("full_trainings")):
+        cost += f" ({int(c['full_trainings'])} full trainings)"
+    return f"**Winner `{b['key']}`: best val loss {_num(b.get('best_val_loss'))}, {by}, for {cost}.**"
+
+
 def describe(summary: dict) -> str:
-    """The parent run's description (Markdown): what ran, the best architecture, formula, cost, model."""
-    return "\n".join(summary_lines(summary, markdown=True)) + "\n"
+    """The parent run's description (Markdown): the answer in one line (headline: it shows while
+    MLflow folds the rest), what ran, the best architecture, formula, cost, model, then the
+    search's figures (artifacts under figures/): each linked to its artifact page and shown."""
+    top = headline(summary)
+    text = (f"{top}\n\n" if top else "") + "\n".join(summary_lines(summary, markdown=True)) + "\n"
+    m = summary.get("mlflow") or {}
+    figures = summary.get("figures") or []
+    if m.get("run_id") and figures:
+        text += "\n### Figures (the run's artifacts, folder `figures/`)\n"
+        for path in figures:
+            title = FIGURE_TITLES.get(path.rsplit("/", 1)[-1], path)
+            page = f"{run_page(m.get('experiment_id') or '0', m['run_id'])}/artifacts/{path}"
+            text += (f"\n[**{title}**]({page})\n\n"
+                     f"![{title}](get-artifact?path={path.replace('/', '%2F')}&run_uuid={m['run_id']})\n")
+    return text
 
 
 def summary_lines(s: dict, markdown: bool = False, run_lines=()) -> list[str]:

@@ -24,9 +24,13 @@ PARENT_METRICS = {"arch/best_val_loss": "search/best_val_loss", "archive/size": 
                   "pred/kendall_tau": "search/champion_tau", "pred/holdout_tau": "search/champion_holdout_tau",
                   "pred/size": "search/champion_size", "div/female_unique": "search/female_unique",
                   "div/male_gene_std": "search/male_gene_std"}
-BY_COST = "search/best_val_loss_by_cost"
+# The final metrics that describe the logged model (shown on it, with the dataset they were measured on).
+MODEL_METRICS = ("final/best_val_loss", "final/best_final_val_loss", "final/best_final_train_loss",
+                 "final/margin_vs_baseline", "final/margin_vs_baseline_pct")
+BY_COST = "search/best_val_loss_by_gflops"
 COST_STEP = 1e9
-"""cost per step of BY_COST: one step is 1e9 training FLOPs (MLflow steps are integers)"""
+"""cost per step of BY_COST: one step is 1e9 training FLOPs (MLflow steps are integers), the unit in
+its name; a table search names its own unit (Tracker.set_cost_unit)"""
 
 
 def parent_metric(key: str) -> str:
@@ -75,14 +79,16 @@ class Tracker:
         self.experiment = experiment
         self.run_id: str | None = None
         self.run_name: str | None = None  # the parent run's name, as its children's descriptions link it
-        self.cost_step, self.cost_label = COST_STEP, "1e9 training FLOPs"
+        self.cost_step, self.cost_label, self.by_cost = COST_STEP, "1e9 training FLOPs", BY_COST
         self._children: dict[str, str] = {}  # evaluation key -> child run id
         self._reached: dict[str, int] = {}   # child run id -> the step its last phase reached
-        self._by_cost: tuple[int, float] | None = None  # the last (step, value) of BY_COST
+        self._dataset: dict = {}  # the dataset logged as the parent's input (name, digest)
+        self._model: dict = {}  # the logged model and its dataset, which the model's final metrics name
 
-    def set_cost_unit(self, step: float, label: str) -> None:
-        """The cost of one step of BY_COST (before start_search), e.g. for a table's own cost unit."""
-        self.cost_step, self.cost_label = step, label
+    def set_cost_unit(self, step: float, label: str, name: str) -> None:
+        """The cost of one step of the best-so-far staircase and its metric's name (before
+        start_search), e.g. for a table's own cost unit."""
+        self.cost_step, self.cost_label, self.by_cost = step, label, name
 
     # -- parent run ---------------------------------------------------------------------------
     def start_search(self, params: dict, run_name: str, run_id: str | None = None, tags: dict | None = None,
@@ -111,10 +117,6 @@ class Tracker:
         self.run_id, self.resumed, self.run_name = run_id, True, run.info.run_name
         self.experiment_id = run.info.experiment_id  # its children live beside it, whatever --experiment says
         self._children = self._logged_children()
-        hist = self.client.get_metric_history(run_id, BY_COST) if BY_COST in run.data.metrics else []
-        if hist:
-            last = max(hist, key=lambda m: m.step)
-            self._by_cost = (last.step, last.value)
         want = "RUNNING" if reopen else "FINISHED"
         if run.info.status != want:
             if reopen:
@@ -140,30 +142,16 @@ class Tracker:
                 return out
 
     def log_generation(self, gen: int, row: dict) -> None:
-        """Per-generation metrics on the parent, stepped by generation (named by parent_metric), and
-        the best val loss so far against the cost used (BY_COST)."""
+        """Per-generation metrics on the parent, stepped by generation (named by parent_metric)."""
         ts = _now()
-        ms = [Metric(parent_metric(k), float(v), ts, gen) for k, v in row.items() if _finite(v)]
-        best, cost = row.get("arch/best_val_loss"), row.get("cost/flops")
-        if _finite(best) and _finite(cost):
-            step = self._cost_point(float(best), float(cost))
-            if step is not None:
-                ms.append(Metric(BY_COST, float(best), ts, step))
-        self._batch(self.run_id, metrics=ms)
+        self._batch(self.run_id, metrics=[Metric(parent_metric(k), float(v), ts, gen) for k, v in row.items()
+                                          if _finite(v)])
 
-    def _cost_point(self, best: float, cost: float) -> int | None:
-        """The step of BY_COST for `best` at cumulative `cost`, or None when there is nothing new.
-        Steps only grow: a point that rounds onto the last one's step goes one step later (at most
-        one unit of cost off) if it improves on it, and is dropped if it does not."""
-        step = int(round(cost / self.cost_step))
-        if self._by_cost is not None:
-            last_step, last_value = self._by_cost
-            if step <= last_step:
-                if best >= last_value:
-                    return None
-                step = last_step + 1
-        self._by_cost = (step, best)
-        return step
+    def log_best_so_far(self, points: list) -> None:
+        """Points (step, best so far) of the staircase of the best val loss against cumulative cost
+        (evo.ledger.staircase), as the metric `by_cost` (BY_COST: stepped by GFLOPs)."""
+        ts = _now()
+        self._batch(self.run_id, metrics=[Metric(self.by_cost, float(v), ts, int(s)) for s, v in points])
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -188,6 +176,7 @@ class Tracker:
         ds = Dataset(name=name or path.name, digest=sha[:16], source_type="local",
                      source=json.dumps({"uri": str(path)}),
                      profile=json.dumps({"sha256": sha, "bytes": size}))
+        self._dataset = {"dataset_name": ds.name, "dataset_digest": ds.digest}
         self.client.log_inputs(self.run_id, datasets=[
             DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
         self.set_tags({"dimorph.data_sha256": sha, "dimorph.data_path": str(path)})
@@ -200,6 +189,13 @@ class Tracker:
         uri = log_gpt_model(self.client, self.uri, self.experiment_id, self.run_id, model, gpt_config, vocab,
                             metadata, step, name=name)
         self.set_tags({"dimorph.model_uri": uri, "dimorph.model_name": name})
+        if uri.startswith("models:/"):  # its description; its final metrics (finish) name it and the dataset
+            self._model = {"model_id": uri[len("models:/"):], **self._dataset}
+            loss = metadata.get("best_val_loss")
+            self.client.set_logged_model_tags(self._model["model_id"], {"mlflow.note.content": (
+                f"The best architecture of the Dimorph search `{self.run_name}` (evaluation "
+                f"`{metadata.get('key')}`), trained {metadata.get('steps')} steps; best val loss "
+                f"{f'{loss:.4f}' if _finite(loss) else 'n/a'}. Load: mlflow.pytorch.load_model('{uri}').")})
         return uri
 
     def finish(self, summary: dict | None = None, status: str = "FINISHED") -> None:
@@ -213,7 +209,8 @@ class Tracker:
         if summary:  # stepped by the last generation: an extended search adds its own point
             step = int(summary["gens"]) if _finite(summary.get("gens")) else 0
             flat = {k: v for k, v in final_metrics(summary).items() if _finite(v)}
-            self._batch(self.run_id, metrics=[Metric(k, float(v), _now(), step) for k, v in flat.items()],
+            self._batch(self.run_id, metrics=[Metric(k, float(v), _now(), step, **(self._model if k in MODEL_METRICS else {}))
+                                              for k, v in flat.items()],
                         tags={**final_tags(summary), "mlflow.note.content": describe(summary)[:MAX_TAG_VALUE]})
             self.log_dict(summary, "summary.json")
         self.client.set_terminated(self.run_id, status=status)
@@ -246,7 +243,6 @@ class Tracker:
                    "arch/n_params": result.get("n_params"), "perf/train_tokens_per_s": result.get("tokens_per_s")}
         if early_val is not None:
             metrics["arch/early_val_loss"] = early_val
-        metrics.update({f"feat/{k}": v for k, v in (features or {}).items()})
         if outcome:
             metrics.update({"arch/best_val_loss": result.get("best_val_loss"),
                             "arch/final_val_loss": result.get("final_val_loss"),
@@ -263,8 +259,12 @@ class Tracker:
             tags.update({"dimorph.method": method, "dimorph.steps": result.get("steps")})
         lineage = None if genes is None else {"generation": generation, "method": method, "female": female,
                                                "female_child": female_child}
-        return self.log_evaluation(key, result, params, tags, metrics, run_id=run_id, after_step=after_step,
-                                   lineage=lineage)
+        run_id = self.log_evaluation(key, result, params, tags, metrics, run_id=run_id, after_step=after_step,
+                                     lineage=lineage)
+        if features:  # the early curve's features (the females' inputs): one artifact, not a metric each
+            self.client.log_dict(run_id, {k: (float(v) if _finite(v) else None) for k, v in features.items()},
+                                 "features.json")
+        return run_id
 
     def log_decision(self, key: str, run_id: str | None, role: str, judge: str | None = None,
                      predicted: float | None = None, score: float | None = None) -> str:
