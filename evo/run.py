@@ -270,6 +270,10 @@ def format_summary(s: dict) -> str:
 def cli(argv=None) -> int:
     from models.data import DataUnavailable
 
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--objective" or a.startswith("--objective=") for a in args):
+        from evo.objective import cli as objective_cli  # your own model (README "Search your own model")
+        return objective_cli(args)
     cfg = parse_config(argv, prog="python -m evo.run")
     try:
         main(cfg)

@@ -1,0 +1,75 @@
+"""evo.objective: the Python API for your own training loop (and `evo.run --objective`)."""
+from __future__ import annotations
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from optuna.trial import TrialState  # noqa: E402
+
+import objective_helpers as h  # noqa: E402
+from evo.objective import Choice, Int, LogFloat, Objective, load_objective, search, spent_steps  # noqa: E402
+from evo.run import cli  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_search_keeps_to_the_budget_and_each_outcome_is_recorded():
+    h.CALLS.clear()
+    study = search(h.objective, budget=8, seed=0)
+    states = [t.state for t in study.trials]
+    spent = spent_steps(study)
+    assert 8 * 30 <= spent < 8 * 30 + 30  # stops at the first trial that reaches the budget
+    assert spent == sum(30 if t.state == TrialState.COMPLETE else (t.last_step or 0) for t in study.trials)
+    for t in study.trials:
+        mode = t.params["mode"]
+        if mode == "crash":
+            assert t.state == TrialState.FAIL
+        elif mode == "nan":  # a non-finite loss stops the trial at its first report
+            assert t.state == TrialState.PRUNED and t.last_step == 1
+        elif t.state == TrialState.COMPLETE:
+            assert t.value == pytest.approx(min(t.intermediate_values.values()))
+            assert max(t.intermediate_values) == 30
+    assert states.count(TrialState.COMPLETE) >= 3 and states.count(TrialState.PRUNED) >= 1
+    # the loop is called rung by rung, each call from the state of the last: rungs 1 and 3 of 30
+    done = next(t for t in study.trials if t.state == TrialState.COMPLETE)
+    first = [c for c in h.CALLS if c[0] == done.params["x"]]
+    assert [(d, s) for _, d, s in first] == [(0, 1), (1, 3), (3, 30)]
+
+
+def test_a_search_is_deterministic_and_resumes_from_its_storage(tmp_path):
+    a = search(h.objective, budget=5, seed=3)
+    b = search(h.objective, budget=5, seed=3)
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    part = search(h.objective, budget=2, seed=3, storage=url, study_name="r")
+    before = [t.params for t in part.trials]
+    whole = search(h.objective, budget=5, seed=3, storage=url, study_name="r")  # the same study, continued
+    assert 2 * 30 <= sum(30 if t.state == TrialState.COMPLETE else t.last_step or 0
+                         for t in whole.trials[:len(before)]) < 3 * 30
+    assert [t.params for t in whole.trials][:len(before)] == before
+    assert [t.params for t in whole.trials] == [t.params for t in a.trials][:len(whole.trials)]
+    assert 5 * 30 <= spent_steps(whole) < 6 * 30
+    again = search(h.objective, budget=5, seed=3, storage=url, study_name="r")  # already spent: no trial
+    assert len(again.trials) == len(whole.trials)
+
+
+def test_evo_run_runs_a_users_objective(capsys):
+    assert cli(["--objective", "objective_helpers:objective", "--budget", "3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training steps" in out and "best loss" in out
+    assert cli(["--objective", "objective_helpers:nothing"]) == 2
+    assert "objective_helpers:nothing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: Objective(h.fn, {"x": LogFloat(0, 1)}, full_steps=10), "x=LogFloat"),
+    (lambda: Objective(h.fn, {"x": Int(5, 1)}, full_steps=10), "x=Int"),
+    (lambda: Objective(h.fn, {"x": Choice()}, full_steps=10), "Choice needs"),
+    (lambda: Objective(h.fn, {"x": (0, 1)}, full_steps=10), "x=\\(0, 1\\)"),
+    (lambda: Objective(h.fn, h.SPACE, full_steps=1), "full_steps"),
+    (lambda: load_objective("no_colon"), "no_colon"),
+    (lambda: search(h.objective, budget=0), "budget"),
+])
+def test_bad_input_is_named(make, word):
+    with pytest.raises(ValueError, match=word):
+        make()
