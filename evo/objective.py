@@ -16,7 +16,7 @@ for a number of steps from a saved state, searched by Dimorph's males (DimorphSa
     objective = Objective(train, {"lr": LogFloat(1e-4, 1e-1), "width": Int(16, 256),
                                   "act": Choice("relu", "gelu"), "dropout": Float(0, 0.5)},
                           full_steps=600)
-    study = search(objective, budget=20, seed=0)      # or: python -m evo.run --objective pkg.mod:objective
+    study = search(objective, budget=20, seed=0)      # or: python -m evo.objective --objective pkg.mod:objective
 
 The contract of `fn(config, steps, state) -> (points, state)`:
 - it trains `config` up to step `steps` (a rung, then the full budget), starting from `state` (None
@@ -103,8 +103,10 @@ class Objective:
     fn: Callable[[dict, int, Any], tuple]
     space: dict
     full_steps: int
-    rungs: tuple | None = None  # the early steps of the females' decisions (default: theirs)
+    rungs: tuple | None = None  # search(): the early steps of the pruner's decisions (default: its own)
     name: str = field(default="objective")
+    early_frac: float = 0.1  # evo.run --objective: the early budget, as a fraction of full_steps
+    baseline: dict | None = None  # evo.run --objective: generation 0's first architecture (default: the centre)
 
     def __post_init__(self):
         if not callable(self.fn):
@@ -115,6 +117,11 @@ class Objective:
             _check(name, p)
         if not isinstance(self.full_steps, int) or self.full_steps < 2:
             raise ValueError(f"Objective: full_steps must be an integer >= 2, got {self.full_steps!r}")
+        if not 0 < self.early_frac < 1:
+            raise ValueError(f"Objective: early_frac must be in (0, 1), got {self.early_frac!r}")
+        if self.baseline is not None and set(self.baseline) - set(self.space):
+            raise ValueError(f"Objective: baseline names {sorted(set(self.baseline) - set(self.space))} "
+                             f"that are not in the space")
         if self.rungs is not None and not all(isinstance(r, int) and 0 < r < self.full_steps
                                               for r in self.rungs):
             raise ValueError(f"Objective: rungs must be integers in (0, full_steps), got {self.rungs!r}")
@@ -209,8 +216,8 @@ def load_objective(spec: str) -> Objective:
 
 
 def cli(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evo.run --objective",
-                                 description="Search your own model (evo.objective)")
+    ap = argparse.ArgumentParser(prog="python -m evo.objective",
+                                 description="Search your own model through an Optuna study (evo.objective)")
     ap.add_argument("--objective", required=True, help="package.module:name of an Objective")
     ap.add_argument("--budget", type=float, default=20.0, help="full trainings (default 20)")
     ap.add_argument("--trials", type=int, default=None, help="stop after this many trials")
@@ -235,3 +242,7 @@ def cli(argv=None) -> int:
     if any(s == TrialState.COMPLETE for s in states):
         print(f"best loss {study.best_value:.6g} with {study.best_params}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,6 +1,8 @@
 """evo.objective: the Python API for your own training loop (and `evo.run --objective`)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 optuna = pytest.importorskip("optuna")
@@ -8,7 +10,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 import objective_helpers as h  # noqa: E402
 from evo.objective import Choice, Int, LogFloat, Objective, load_objective, search, spent_steps  # noqa: E402
-from evo.run import cli  # noqa: E402
+from evo.objective import cli  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -53,12 +55,45 @@ def test_a_search_is_deterministic_and_resumes_from_its_storage(tmp_path):
     assert len(again.trials) == len(whole.trials)
 
 
-def test_evo_run_runs_a_users_objective(capsys):
+def test_the_optuna_route_has_a_command_line(capsys):
     assert cli(["--objective", "objective_helpers:objective", "--budget", "3", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "training steps" in out and "best loss" in out
     assert cli(["--objective", "objective_helpers:nothing"]) == 2
     assert "objective_helpers:nothing" in capsys.readouterr().err
+
+
+def test_evo_run_searches_a_users_objective_with_the_runner(tmp_path):
+    """python -m evo.run --objective: the co-evolution, executors, MLflow and resume on a user's loop."""
+    from engine_helpers import outcome
+
+    from evo.config import Config
+    from evo.run import main
+
+    kw = dict(objective="objective_helpers:objective", bootstrap=4, males=4, females=12, offspring=3,
+              promote=1, promote_random=1, pred_steps=2, progress=False,
+              tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    a = main(Config(gens=2, workers=0, out=str(tmp_path / "a"), **kw))
+    main(Config(gens=1, workers=2, out=str(tmp_path / "b"), **kw))
+    b = main(Config(gens=2, workers=2, out=str(tmp_path / "b"), resume=True, **kw))
+    assert outcome(a, tmp_path / "a") == outcome(b, tmp_path / "b")  # workers and resume change nothing
+    best = a["best"]
+    g = best["genes"]
+    floor = (g["x"] - 0.3) ** 2 + 0.01 * abs(g["n"] - 3) + 0.1 * abs(math.log10(g["lr"]) + 2)
+    assert g["mode"] in ("ok", "ok2") and best["best_val_loss"] == pytest.approx(floor + 1 / 30)
+    assert best["best_val_step"] == 30
+    c = a["compute"]  # charged in steps: a full training 30 (27 when it continues an early one of 3)
+    assert c["full_trainings"] >= 4 and c["early_trainings"] >= 6
+    assert 27 * c["full_trainings"] <= c["flops"] <= 30 * c["full_trainings"] + 3 * c["early_trainings"]
+
+
+def test_evo_run_refuses_a_bad_objective():
+    from evo.config import Config
+
+    with pytest.raises(ValueError, match="objective_helpers:nothing"):
+        Config(objective="objective_helpers:nothing")
+    with pytest.raises(ValueError, match="--objective or --table"):
+        Config(objective="objective_helpers:objective", table="benchmarks/tables/tiny")
 
 
 @pytest.mark.parametrize("make, word", [
