@@ -117,6 +117,13 @@ def run_study(job: dict) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def compact(study: dict) -> dict:
+    """A study as the JSON keeps it: its counts and the completed trials (cost, value), not every trial."""
+    done = [[t["cost"], t["value"]] for t in study["trials"] if t["value"] is not None]
+    return {"method": study["method"], "seed": study["seed"], "seconds": study["seconds"],
+            "trials": len(study["trials"]), "completed_cost_value": done}
+
+
 def best_within(trials: list[dict], cost: float) -> float:
     return min((t["value"] for t in trials if t["value"] is not None and t["cost"] <= cost),
                default=math.inf)
@@ -213,7 +220,7 @@ def main(argv=None) -> dict:
                      "cost": "training steps", "space": "categorical for choice genes, float "
                      "(log for log genes) otherwise; snapped to the nearest untried row"},
            "methods": summarise(results, budgets, F, best, methods),
-           "studies": results, "seconds": time.perf_counter() - t0}
+           "studies": [compact(r) for r in results], "seconds": time.perf_counter() - t0}
     name = Path(a.table).resolve().name
     out = Path(a.out) if a.out else RESULTS / f"optuna_table_{name}_seeds{seeds[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
