@@ -159,6 +159,8 @@ class Config:
                  "--full-steps and --early-frac come from the table's table.json; do not give them with --table")
         if self.objective is not None:
             need(self.table is None, "give either --objective or --table, not both")
+            need(not self.arch_features, "--arch-features reads parameter counts, which a user "
+                 "objective does not report; leave it out with --objective")
             from evo.objective import load_objective
             load_objective(self.objective)  # a bad name is refused here, naming it
         if self.warm_start is not None and self.warm_start != "mlflow":

@@ -94,6 +94,8 @@ def test_evo_run_refuses_a_bad_objective():
         Config(objective="objective_helpers:nothing")
     with pytest.raises(ValueError, match="--objective or --table"):
         Config(objective="objective_helpers:objective", table="benchmarks/tables/tiny")
+    with pytest.raises(ValueError, match="--arch-features"):
+        Config(objective="objective_helpers:objective", arch_features=True)
 
 
 @pytest.mark.parametrize("make, word", [
