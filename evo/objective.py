@@ -244,5 +244,6 @@ def cli(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(cli())
+if __name__ == "__main__":  # run as evo.objective itself, so that a user's Objective is this class
+    from evo.objective import cli as _cli
+    sys.exit(_cli())

@@ -110,3 +110,17 @@ def test_evo_run_refuses_a_bad_objective():
 def test_bad_input_is_named(make, word):
     with pytest.raises(ValueError, match=word):
         make()
+
+
+def test_python_m_evo_objective_runs_a_users_objective():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    out = subprocess.run([sys.executable, "-m", "evo.objective", "--objective", "objective_helpers:objective",
+                          "--budget", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].startswith("best loss ")
