@@ -149,7 +149,8 @@ def trial_runner(objective: Objective, pruner) -> Callable:
     def run(trial):
         config = {name: p.suggest(trial, name) for name, p in objective.space.items()}
         trial.set_user_attr("full_steps", F)
-        rungs = pruner.budgets([])[0] if pruner.full_step is not None else ()
+        # the DimorphPruner's rungs (another pruner: one call to the full budget, judged point by point)
+        rungs = pruner.budgets([])[0] if getattr(pruner, "full_step", None) is not None else ()
         targets = sorted({r for r in rungs if r < F} | {F})
         state, done, best = None, 0, math.inf
         for target in targets:
