@@ -73,6 +73,9 @@ class Config:
     table: str | None = None
     """search a tabular benchmark by lookup instead of training (a table directory, docs/TABLES.md);
     --budget-flops is then in the table's cost unit"""
+    objective: str | None = None
+    """search your own model: package.module:name of an evo.objective.Objective (its space, its
+    training loop; --budget-flops is then in training steps; README "Search your own model")"""
     warm_start: str | None = None
     """extra curves for the females' archive: a table directory with the same budgets (docs/TABLES.md),
     or 'mlflow' for the fully trained evaluations of earlier searches in --experiment (evo/warmstart.py)"""
@@ -160,6 +163,12 @@ class Config:
                  f"table must be a directory holding table.json (docs/TABLES.md), got {self.table!r}")
             need(self.full_steps is None and self.early_frac is None,
                  "--full-steps and --early-frac come from the table's table.json; do not give them with --table")
+        if self.objective is not None:
+            need(self.table is None, "give either --objective or --table, not both")
+            need(not self.arch_features, "--arch-features reads parameter counts, which a user "
+                 "objective does not report; leave it out with --objective")
+            from evo.objective import load_objective
+            load_objective(self.objective)  # a bad name is refused here, naming it
         if self.warm_start is not None and self.warm_start != "mlflow":
             need(Path(self.warm_start, "table.json").is_file(),
                  f"warm_start must be 'mlflow' or a table directory holding table.json, got {self.warm_start!r}")
@@ -190,10 +199,11 @@ class Config:
         skip = {"resume", "progress", "workers", "workers_per_gpu", "dask_scheduler", "dask_local",
                 "tracking_uri", "out", "retries", "experiment", "data", "device", "inference_samples",
                 "inference_tokens"}
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip
+               and not (f.name == "objective" and self.objective is None)}  # older checkpoints have none
         if self.steady:  # the drain at the end differs from an extended schedule: it cannot grow
             out["steady_gens"] = self.gens
-        if getattr(self, "table", None) is None:  # a tabular benchmark reads no dataset
+        if getattr(self, "table", None) is None and getattr(self, "objective", None) is None:  # no dataset read
             out["data"] = dataset_id(self.data)
         return out
 

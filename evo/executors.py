@@ -276,6 +276,10 @@ def make_executor(cfg, fn: Callable | None = None):
         from evo.table import TableEvaluator
 
         fn = TableEvaluator(cfg.table)
+    if getattr(cfg, "objective", None) and fn is None:  # your own model (evo.objective)
+        from evo.objective_space import ObjectiveEvaluator
+
+        fn = ObjectiveEvaluator(cfg.objective)
     if cfg.dask_scheduler or cfg.dask_local:
         from evo.dask_executor import DaskExecutor
 

@@ -216,6 +216,8 @@ def log_best_model(search, tracker, best: dict) -> dict:
 
     if search.cfg.table:
         return {"model_note": "a table search evaluates by lookup: no model exists"}
+    if getattr(search.cfg, "objective", None):
+        return {"model_note": "a user objective's model is its own: its pickled state is in --out's states"}
     entry = search.state().get("best") or {}
     if not best or entry.get("key") != best.get("key"):
         return {"model_note": "no architecture finished training"}

@@ -130,6 +130,8 @@ def main(cfg: Config) -> dict:
                 params["data"] = str(data[0])
             if cfg.table:
                 tracker.set_cost_unit(*_table_cost_unit(cfg.table))
+            elif cfg.objective:
+                tracker.set_cost_unit(search.F / 100, "1/100 of a full training (training steps)")
             ckpt.run_id = tracker.start_search(params, run_name=f"{cfg.mode}-{cfg.preset}-seed{cfg.seed}",
                                                run_id=ckpt.run_id, tags={"dimorph.mode": cfg.mode})
             tracker.set_tags({f"dimorph.env.{k}": v for k, v in environment().items() if v not in (None, {})})
@@ -143,7 +145,7 @@ def main(cfg: Config) -> dict:
                 bars.close()
 
                 t_inf = time.perf_counter()
-                best = best_numbers(search, measure=not cfg.table)
+                best = best_numbers(search, measure=not (cfg.table or cfg.objective))
                 t_inf = time.perf_counter() - t_inf
                 summary = _summary(search, tracker, best)
                 wall = time.perf_counter() - t_start - t_inf
@@ -189,7 +191,7 @@ def _missing_state(path: str, ckpt):
 
 def _dataset(cfg: Config) -> tuple[Path, str] | None:
     """(path, sha256) of the dataset a live search trains on; None for a table search (no dataset)."""
-    if cfg.table:
+    if cfg.table or cfg.objective:
         return None
     from evo.config import dataset_id
     from models.data import resolve_text

@@ -19,6 +19,10 @@ def search_preset(cfg) -> Preset:
     if cfg.table:
         from evo.table import load_table
         return load_table(cfg.table).space()
+    if getattr(cfg, "objective", None):
+        from evo.objective import load_objective
+        from evo.objective_space import objective_space
+        return objective_space(load_objective(cfg.objective), cfg.full_steps, cfg.early_frac)
     p = get_preset(cfg.preset)
     changes = {k: v for k, v in (("full_steps", cfg.full_steps), ("early_frac", cfg.early_frac)) if v is not None}
     return replace(p, **changes) if changes else p
@@ -32,6 +36,8 @@ def step_cost(cfg, preset: Preset, genes: dict) -> float:
         from evo.table import load_table
         t = load_table(cfg.table)
         return float(t.cost_per_step[t.row_of(genes)])
+    if getattr(cfg, "objective", None):
+        return 1.0  # a user's objective is charged in training steps
     return _live_step_flops(preset, genes_key(genes), cfg.data)
 
 
@@ -58,7 +64,7 @@ def duration(cfg, preset: Preset, task, cost: float, done: int) -> float:
     for steps done+1 .. task.steps) plus the forward FLOPs of the evaluations it runs (a third of a
     training token's per token, over the preset's fixed windows; 35-45% of an early training's time
     on the tiny preset). A table's tasks last their cost."""
-    if cfg.table:
+    if cfg.table or getattr(cfg, "objective", None):
         return cost
     _, tc = preset.configs(task.genes, vocab_size=2)  # the schedule only; the vocabulary does not matter
     evals = sum(tc.evaluates_at(k) or k == task.steps for k in range(done + 1, task.steps + 1)) + (done == 0)
