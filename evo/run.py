@@ -131,7 +131,8 @@ def main(cfg: Config) -> dict:
             if cfg.table:
                 tracker.set_cost_unit(*_table_cost_unit(cfg.table))
             elif cfg.objective:
-                tracker.set_cost_unit(search.F / 100, "1/100 of a full training (training steps)")
+                tracker.set_cost_unit(search.F / 100, "1/100 of a full training (training steps)",
+                                     "search/best_val_loss_by_pct_full_steps")
             ckpt.run_id = tracker.start_search(params, run_name=f"{cfg.mode}-{cfg.preset}-seed{cfg.seed}",
                                                run_id=ckpt.run_id, tags={"dimorph.mode": cfg.mode})
             tracker.set_tags({f"dimorph.env.{k}": v for k, v in environment().items() if v not in (None, {})})
