@@ -192,6 +192,8 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
     rows = [{"key": cid, "target": float(t), "features": f} for cid, t, f in zip(ids, y, feats)]
     train = records_from_rows([r for r, t in zip(rows, test) if not t])
 
+    base_test = baseline_predictions(curves, test_ids, early_steps, full_steps, curves_path)
+    base_train = baseline_predictions(curves, train_ids, early_steps, full_steps, curves_path)
     seed_everything(seed, torch=False)
     fem = Females(arch_features=meta is not None)
     fem.init(pop)
@@ -237,8 +239,6 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
     cols = {n: np.array([f[n] for f in feats]) for n in predictor.features}
     pred = predictor(cols) if cols else predictor({})
     pred = np.broadcast_to(np.asarray(pred, dtype=float), (len(ids),))
-    base_test = baseline_predictions(curves, test_ids, early_steps, full_steps, curves_path)
-    base_train = baseline_predictions(curves, train_ids, early_steps, full_steps, curves_path)
     yt, yf = y[test], y[~test]
     scores = {"formula": {"test_kendall_tau": kendall_tau(pred[test], yt),
                           "test_spearman": spearman(pred[test], yt),

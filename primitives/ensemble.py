@@ -97,8 +97,9 @@ def blend(fem, archive: list, kind: str = "nnls", k: int = DEFAULT_MEMBERS, mask
     mask = fem.split(archive) if mask is None else np.asarray(mask, dtype=bool)
     fit = ~mask
     ranked = fem.ranked(fem.pop)
+    X = _matrix(fem, archive)
     with np.errstate(all="ignore"):
-        P = np.column_stack([fem.raw(i, archive) for i in ranked])
+        P = np.column_stack([fem.raw(i, archive, X) for i in ranked])
     idx = distinct_members(ranked, P[fit], 3 if kind == "median3" else k)
     if len(idx) < (3 if kind == "median3" else 2):
         return None
@@ -120,10 +121,15 @@ def blend(fem, archive: list, kind: str = "nnls", k: int = DEFAULT_MEMBERS, mask
     return {"tree": fem.from_strings([text])[0], "kind": kind, "members": members}
 
 
-def scores_on(fem, ind, archive: list, mask) -> tuple[float, float]:
+def _matrix(fem, archive: list) -> np.ndarray:
+    """The archive's feature matrix in fem's feature order (built once for many formulas)."""
+    return np.array([[r.features[n] for n in fem.features] for r in archive], dtype=float)
+
+
+def scores_on(fem, ind, archive: list, mask, X=None) -> tuple[float, float]:
     """(Kendall tau on the fit part ~mask, on the held-out part mask; NaN when mask is empty)."""
     y = np.array([r.target for r in archive], dtype=float)
-    p = fem.raw(ind, archive)
+    p = fem.raw(ind, archive, X)
     mask = np.asarray(mask, dtype=bool)
     return (kendall_tau(p[~mask], y[~mask]),
             kendall_tau(p[mask], y[mask]) if mask.any() else float("nan"))
@@ -169,14 +175,15 @@ def front(fem, archive: list) -> list[dict]:
     {"tree", "size", "tau", "fit_tau", "holdout_tau"}."""
     y = np.array([r.target for r in archive], dtype=float)
     mask = fem.split(archive)
+    X = _matrix(fem, archive)
     entries, seen = [], set()
     for ind in fem.ranked(fem.pop):
         if str(ind) in seen:
             continue
         seen.add(str(ind))
         with np.errstate(all="ignore"):
-            p = fem.raw(ind, archive)
-        f, h = scores_on(fem, ind, archive, mask)
+            p = fem.raw(ind, archive, X)
+        f, h = scores_on(fem, ind, archive, mask, X)
         entries.append({"tree": str(ind), "size": len(ind), "tau": kendall_tau(p, y),
                         "fit_tau": f, "holdout_tau": h if math.isfinite(h) else None, "ind": ind})
     return pareto_front(entries, "tau")
