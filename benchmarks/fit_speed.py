@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -69,20 +71,23 @@ def main(argv=None) -> dict:
         cmd = [sys.executable, "-m", "evo.fit", "--curves", str(d / "curves.csv"), "--finals",
                str(d / "finals.csv"), "--early-steps", str(E), "--full-steps", str(F), "--seed", str(a.seed),
                "--max-seconds", str(a.max_seconds), "--no-progress", "--out", str(d / "fit")]
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         wall = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         if proc.returncode != 0:
             raise SystemExit(f"evo.fit failed ({proc.returncode}): {proc.stderr.strip()}")
         rep = json.loads((d / "fit" / "report.json").read_text())
     res = {"n_curves": n, "early_steps": E, "full_steps": F, "copies": a.copies, "max_seconds": a.max_seconds,
-           "wall_seconds": wall, "fit_seconds": rep["seconds"], "gens_run": rep["gens_run"], "gens": rep["gens"],
+           "wall_seconds": wall, "cpu_seconds": cpu, "load_average": list(os.getloadavg()), "fit_seconds": rep["seconds"], "gens_run": rep["gens_run"], "gens": rep["gens"],
            "stopped_by_max_seconds": rep["stopped_by_max_seconds"], "is_blend": rep["is_blend"],
            "test_kendall_tau": rep["scores"]["formula"]["test_kendall_tau"],
            "last_loss_test_kendall_tau": rep["scores"]["last-loss"]["test_kendall_tau"]}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     print(f"{n} curves (early {E} of {F} steps): evo.fit took {wall:.1f} s wall ({rep['seconds']:.1f} s "
-          f"inside), {rep['gens_run']}/{rep['gens']} generations"
+          f"inside, {cpu:.1f} s of CPU; load average {os.getloadavg()[0]:.1f}), {rep['gens_run']}/{rep['gens']} generations"
           + (" (stopped by --max-seconds)" if rep["stopped_by_max_seconds"] else "")
           + f"; held-out tau {res['test_kendall_tau']:.3f} (last-loss {res['last_loss_test_kendall_tau']:.3f})")
     return res

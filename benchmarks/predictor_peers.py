@@ -11,7 +11,8 @@ settings: the female column reproduces that table's), with these predictors:
     female-med3  the median of the top 3 distinct formulas, each calibrated, always
     gplearn      gplearn's SymbolicRegressor on the same features, Spearman fitness, run one
                  generation at a time until it has used as much wall time as the female's GP in
-                 the same cell (equal wall time)
+                 the same cell (equal wall time); its fitness is |Spearman|, so the program is
+                 negated when it ranks the archive backwards
     ridge, lcsvr as in predictors_table.py (alpha by leave-one-out, C and gamma by 5-fold CV)
     hgb          sklearn's HistGradientBoostingRegressor (100 trees of depth 3, rate 0.1)
     last-loss    the last early validation loss
@@ -68,7 +69,9 @@ def gplearn_equal_time(X_fit, y_fit, X_new, seed: int, seconds: float) -> tuple[
             m.fit(X_fit, y_fit)
         with np.errstate(all="ignore"):
             p = np.nan_to_num(m.predict(X_new), nan=1e30, posinf=1e30, neginf=-1e30)
-    return p, {"generations": m.generations, "seconds": time.perf_counter() - t0,
+            # gplearn's correlation fitness is |correlation|: orient the program on the archive
+            sign = 1.0 if kendall_tau(m.predict(X_fit), y_fit) >= 0 else -1.0
+    return sign * p, {"generations": m.generations, "sign": sign, "seconds": time.perf_counter() - t0,
                "program": str(m._program), "length": int(m._program.length_)}
 
 
