@@ -159,7 +159,7 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
         seed: int = 0, pop: int = DEFAULT_POP, gens: int = DEFAULT_GENS,
         max_seconds: float | None = None, test_frac: float = DEFAULT_TEST_FRAC,
         progress: bool = False, curves_path: str = "curves", meta_path: str | None = None,
-        blend: str = DEFAULT_BLEND) -> dict:
+        blend: str = DEFAULT_BLEND, started: float | None = None) -> dict:
     """Evolve, choose, calibrate and export a predictor; score it on the held-out part.
 
     `curves` is evo.predict.read_curves' result, `finals` and `meta` read_table's. Returns
@@ -168,7 +168,7 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
     from evo.ledger import records_from_rows
     from primitives.export import export_predictor, load_predictor
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if started is None else started  # --max-seconds counts from here
     if pop < 2 or gens < 0:
         raise ValueError(f"need --pop >= 2 and --gens >= 0, got {pop} and {gens}")
     if blend not in BLENDS:
@@ -348,18 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gens", type=int, default=DEFAULT_GENS,
                     help=f"GP generations (default {DEFAULT_GENS})")
     ap.add_argument("--max-seconds", type=float, default=None,
-                    help="stop evolving after this long (the result then depends on the speed)")
+                    help="start no generation after this long since the command began (reading included; "
+                         "at least one runs; the result then depends on the speed)")
     ap.add_argument("--test-frac", type=float, default=DEFAULT_TEST_FRAC,
                     help=f"share of the curves held out for the test (default {DEFAULT_TEST_FRAC})")
     ap.add_argument("--blend", choices=BLENDS, default=DEFAULT_BLEND,
-                    help="also try a blend of the top formulas, kept only if it beats the champion on "
-                         f"both parts of the training split (default {DEFAULT_BLEND}; none: champion)")
+                    help=f"try a blend of the top formulas, kept if it beats the champion (default {DEFAULT_BLEND})")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     return ap
 
 
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (2 for bad input)."""
+    started = time.perf_counter()
     args = parse_args_or_exit_code(build_parser(), argv)
     if isinstance(args, int):  # --help, or a bad flag (argparse printed why)
         return args
@@ -373,7 +374,8 @@ def main(argv=None) -> int:
         res = fit(curves, finals, args.early_steps, args.full_steps, meta=meta, seed=args.seed,
                   pop=args.pop, gens=args.gens, max_seconds=args.max_seconds,
                   test_frac=args.test_frac, progress=not args.no_progress,
-                  curves_path=args.curves, meta_path=args.meta, blend=args.blend)
+                  curves_path=args.curves, meta_path=args.meta, blend=args.blend,
+                  started=started)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         doc = res["doc"]

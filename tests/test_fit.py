@@ -195,3 +195,11 @@ def test_front_interval_and_blend_are_exported(data, tmp_path, capsys):
     assert predict_main(base[:-2] + ["--predictor", "last-loss", "--interval"]) == 2
     assert "has no error interval" in capsys.readouterr().err
     assert main(fit_args(data, tmp_path / "x", "--blend", "mean")) == 2
+
+
+def test_max_seconds_counts_from_the_start_and_stops_after_one_generation(data, tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(fit_args(data, out, "--gens", "50", "--max-seconds", "1e-6")) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["gens_run"] == 1 and report["stopped_by_max_seconds"] is True
+    assert "1 generation(s) of 8 formulas (stopped by --max-seconds)" in capsys.readouterr().out
