@@ -55,8 +55,9 @@ def fit_power_law(steps: np.ndarray, losses: np.ndarray) -> tuple[float, float, 
         xm = X.mean(1, keepdims=True)
         xc = X - xm
         var = (xc ** 2).sum(1)
-        a = (xc @ (y - y.mean())) / var
-        c = y.mean() - a * xm[:, 0]
+        d = y - y[0]  # losses relative to the first: a constant curve fits exactly (a = 0, c = y[0])
+        a = (xc @ (d - d.mean())) / var
+        c = y[0] + (d.mean() - a * xm[:, 0])
         sse = ((a[:, None] * X + c[:, None] - y[None, :]) ** 2).sum(1)
     ok = (var > 0) & (a >= 0) & np.isfinite(sse) & np.isfinite(a) & np.isfinite(c)
     if not ok.any():
