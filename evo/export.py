@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 
-def from_checkpoint(path: str, top: int = 3) -> list[dict]:
-    """Re-score the checkpoint's females on its archive and export the best `top`."""
+def _load(path: str):
+    """(females re-scored on the checkpoint's archive, the archive, the search's settings)."""
     from evo.checkpoint import read_snapshot
     from evo.females import Females
     from evo.ledger import records_from_rows
-    from primitives.export import export_predictor
     from primitives.features import ARCH_FEATURES
 
     snap = read_snapshot(path)
@@ -27,15 +26,38 @@ def from_checkpoint(path: str, top: int = 3) -> list[dict]:
     fem.pop = fem.from_strings(snap["females"])
     archive = records_from_rows([a for a in snap["archive"] if a.get("features") is not None])
     fem.score(fem.pop, archive)
+    return fem, archive, snap["search"]
+
+
+def from_checkpoint(path: str, top: int = 3) -> list[dict]:
+    """Re-score the checkpoint's females on its archive and export the best `top`."""
+    from primitives.export import export_predictor
+
+    fem, archive, s = _load(path)
     champ = fem.champion()
     ranked = [champ] + [f for f in fem.ranked(fem.pop) if f is not champ][: top - 1]
-    s = snap["search"]
     early, full = _budgets(s)
     return [export_predictor(ind, fem.pset, meta={
         "rank": i, "fit_kendall_tau": ind.fitness.values[0], "holdout_kendall_tau": ind.holdout_tau,
         "archive_size": len(archive), "preset": s.get("preset"), "seed": s.get("seed"), "source": str(path)},
         early_steps=early, full_steps=full)
         for i, ind in enumerate(ranked)]
+
+
+def front_from_checkpoint(path: str) -> list[dict]:
+    """The checkpoint's accuracy-against-size front (primitives.ensemble.front: Kendall tau on the
+    whole archive against tree size), every member exported, smallest first; "default" in a
+    member's meta marks the search's champion (the formula the search ranks children with)."""
+    from primitives.ensemble import front
+    from primitives.export import export_predictor
+
+    fem, archive, s = _load(path)
+    champ, (early, full) = str(fem.champion()), _budgets(s)
+    return [export_predictor(e["ind"], fem.pset, meta={
+        "size": e["size"], "kendall_tau": e["tau"], "fit_kendall_tau": e["fit_tau"],
+        "holdout_kendall_tau": e["holdout_tau"], "default": e["tree"] == champ,
+        "archive_size": len(archive), "source": str(path)}, early_steps=early, full_steps=full)
+        for e in front(fem, archive)]
 
 
 def _budgets(search: dict) -> tuple[int | None, int | None]:
@@ -77,7 +99,11 @@ def main(argv=None) -> int:
                     "$MLFLOW_TRACKING_URI, else ./mlflow.db, which must exist)")
     ap.add_argument("--top", type=int, default=3, help="how many predictors (default 3)")
     ap.add_argument("--out", default=None, help="folder to write predictor_<i>.json/.txt/.tex into")
+    ap.add_argument("--front", action="store_true", help="with --checkpoint: also write the accuracy-"
+                    "against-size front, every member, to front.json (and print it)")
     args = ap.parse_args(argv)
+    if args.front and not args.checkpoint:
+        ap.error("--front needs --checkpoint (an MLflow run keeps only its exported predictors)")
     if args.top < 1:
         ap.error(f"--top must be >= 1, got {args.top}")
     try:
@@ -97,8 +123,18 @@ def main(argv=None) -> int:
             stem.with_suffix(".json").write_text(json.dumps(doc, indent=1))
             stem.with_suffix(".txt").write_text(doc["sympy"] + "\n")
             stem.with_suffix(".tex").write_text(doc["latex"] + "\n")
+    if args.front:
+        front = front_from_checkpoint(args.checkpoint)
+        print(f"front ({len(front)} formulas; size, tau on the archive, * = the search's champion):")
+        for d in front:
+            m = d["meta"]
+            print(f"  {m['size']:>3}  {m['kendall_tau']:.3f}{'*' if m['default'] else ' '} {d['sympy']}")
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "front.json").write_text(json.dumps(front, indent=1) + "\n")
     if args.out:
-        print(f"written to {args.out}/predictor_<i>.json (load with evo.predict --formula)")
+        print(f"written to {args.out}/predictor_<i>.json (load with evo.predict --formula)"
+              + (", front.json" if args.front else ""))
     return 0
 
 

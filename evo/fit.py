@@ -15,11 +15,15 @@ What it does, in order:
    evolved for `--gens` generations: fitness is Kendall tau on its own fit part, and the champion is
    the reference rule `v_last` (the last early validation loss) unless a top formula beats it on
    both its fit part and its internal hold-out part (docs/ALGORITHM.md).
+   With --blend nnls (the default) a non-negative weighted sum of the top distinct formulas
+   (primitives.ensemble) replaces that champion only if it beats it on both parts; it is one tree.
 3. An affine map a * formula + b (least squares on the training part, a > 0) makes the predictions
-   losses; the formula is exported (primitives.export: tree, standard sympy text, LaTeX, the
-   calibration and the budgets) to DIR/predictor.json, .txt, .tex.
+   losses, the 10%/90% quantiles of its training residuals an 80% interval; the formula is exported
+   (primitives.export: tree, sympy text, LaTeX, calibration, interval, budgets) to DIR/predictor.json,
+   .txt, .tex.
 4. The exported file is loaded back and scored on the TEST part next to last-loss, SoTL and
-   power-law (primitives.baselines); DIR/report.json holds the numbers and the split.
+   power-law (primitives.baselines); DIR/report.json holds the numbers and the split, DIR/front.json
+   every formula of the accuracy-against-size front (each one a predictor file).
 
 Deterministic per --seed (the same predictor.json byte for byte; report.json differs only in its
 "seconds"), unless --max-seconds stops the evolution early (the report says after how many
@@ -38,6 +42,7 @@ import numpy as np
 
 from evo.seeding import seed_everything
 from evo.predict import InputError, _finite, check_budget_flags, parse_args_or_exit_code, read_curves, read_table
+from primitives import ensemble
 from primitives.baselines import BASELINES
 from primitives.features import curve_features
 from primitives.fitness import _unit_hash, calibrate, kendall_tau, spearman
@@ -51,6 +56,16 @@ test part (a tau over fewer pairs says nothing)"""
 SPLIT_SALT = "evo.fit/test:"
 """salt of the test split's hash, so it is independent of the Females' own fit/hold-out split"""
 BASELINE_NAMES = ("last-loss", "sotl", "power-law")
+BLENDS = ("nnls", "median3", "none")
+DEFAULT_BLEND = "nnls"
+
+
+def member_sympy(tree_text: str, pset) -> str:
+    """Plain sympy text of one tree (a blend's member, a front member), unsimplified."""
+    from primitives.export import plain_sympy, to_sympy
+    from primitives.gp import tree_from_string
+
+    return str(plain_sympy(to_sympy(tree_from_string(tree_text, pset), pset)))
 
 
 def split_test(ids: list[str], frac: float) -> np.ndarray:
@@ -143,7 +158,8 @@ def baseline_predictions(curves: dict, ids: list[str], early_steps: int, full_st
 def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dict | None = None,
         seed: int = 0, pop: int = DEFAULT_POP, gens: int = DEFAULT_GENS,
         max_seconds: float | None = None, test_frac: float = DEFAULT_TEST_FRAC,
-        progress: bool = False, curves_path: str = "curves", meta_path: str | None = None) -> dict:
+        progress: bool = False, curves_path: str = "curves", meta_path: str | None = None,
+        blend: str = DEFAULT_BLEND, started: float | None = None) -> dict:
     """Evolve, choose, calibrate and export a predictor; score it on the held-out part.
 
     `curves` is evo.predict.read_curves' result, `finals` and `meta` read_table's. Returns
@@ -152,9 +168,11 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
     from evo.ledger import records_from_rows
     from primitives.export import export_predictor, load_predictor
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if started is None else started  # --max-seconds counts from here
     if pop < 2 or gens < 0:
         raise ValueError(f"need --pop >= 2 and --gens >= 0, got {pop} and {gens}")
+    if blend not in BLENDS:
+        raise ValueError(f"--blend must be one of {', '.join(BLENDS)}, got {blend!r}")
     if not 0 < test_frac < 1:
         raise ValueError(f"--test-frac must be in (0, 1), got {test_frac}")
     ids = [cid for cid in curves if cid in finals]
@@ -174,6 +192,8 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
     rows = [{"key": cid, "target": float(t), "features": f} for cid, t, f in zip(ids, y, feats)]
     train = records_from_rows([r for r, t in zip(rows, test) if not t])
 
+    base_test = baseline_predictions(curves, test_ids, early_steps, full_steps, curves_path)
+    base_train = baseline_predictions(curves, train_ids, early_steps, full_steps, curves_path)
     seed_everything(seed, torch=False)
     fem = Females(arch_features=meta is not None)
     fem.init(pop)
@@ -191,26 +211,34 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
                 break
     finally:
         bar.close()
-    champ = fem.champion()
+    choice = (ensemble.choose(fem, train, blend) if blend != "none"
+              else {"tree": fem.champion(), "is_blend": False, "blend": None,
+                    "scores": {"champion": ensemble.scores_on(fem, fem.champion(), train,
+                                                              fem.split(train))}})
+    champ = choice["tree"]
+    fit_tau, hold_tau = choice["scores"]["blend" if choice["is_blend"] else "champion"]
     X_train = np.array([[f[n] for n in fem.features] for f in feats])[~test]
     raw_train = fem.raw(champ, train, X_train)
     a, b = positive_calibration(raw_train, y[~test])
+    interval = ensemble.residual_interval(a * raw_train + b, y[~test])
     meta_doc = {
         "tool": "evo.fit", "seed": seed, "pop": pop, "gens": gens, "gens_run": ran,
         "n_train": len(train_ids), "n_test": len(test_ids), "test_frac": test_frac,
-        "fit_kendall_tau": float(champ.fitness.values[0]),
-        "holdout_kendall_tau": float(getattr(champ, "holdout_tau", float("nan")))
-        if math.isfinite(getattr(champ, "holdout_tau", float("nan"))) else None,
-        "is_reference": str(champ) == "v_last",
+        "fit_kendall_tau": float(fit_tau),
+        "holdout_kendall_tau": float(hold_tau) if math.isfinite(hold_tau) else None,
+        "holdout_n": int(fem.split(train).sum()),
+        "is_reference": str(champ) == "v_last", "blend": blend,
         "target": "the final loss of --finals (e.g. the best validation loss over the full budget)"}
     doc = export_predictor(champ, fem.pset, meta=meta_doc, calibration=(a, b),
                            early_steps=early_steps, full_steps=full_steps, check_rows=X_train)
+    doc["interval"] = interval
+    if choice["is_blend"]:
+        doc["ensemble"] = {"kind": choice["blend"]["kind"], "members": [
+            {**m, "sympy": member_sympy(m["tree"], fem.pset)} for m in choice["blend"]["members"]]}
     predictor = load_predictor(doc)  # what evo.predict will load
     cols = {n: np.array([f[n] for f in feats]) for n in predictor.features}
     pred = predictor(cols) if cols else predictor({})
     pred = np.broadcast_to(np.asarray(pred, dtype=float), (len(ids),))
-    base_test = baseline_predictions(curves, test_ids, early_steps, full_steps, curves_path)
-    base_train = baseline_predictions(curves, train_ids, early_steps, full_steps, curves_path)
     yt, yf = y[test], y[~test]
     scores = {"formula": {"test_kendall_tau": kendall_tau(pred[test], yt),
                           "test_spearman": spearman(pred[test], yt),
@@ -222,6 +250,11 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
                         "test_mae": (float(np.abs(base_test[name] - yt).mean())
                                      if name != "sotl" else None),
                         "train_kendall_tau": kendall_tau(base_train[name], yf)}
+    test_recs = records_from_rows([r for r, t in zip(rows, test) if t])
+    front = front_docs(fem, train, test_recs, y[~test], X_train, str(champ), early_steps, full_steps)
+    interval = dict(interval, test_coverage=ensemble.coverage(pred[test], yt, interval))
+    doc["interval"] = {k: v for k, v in interval.items() if k != "test_coverage"}
+    scores["formula"]["test_kendall_tau_ci95"] = ensemble.tau_ci(pred[test], yt, seed)
     report = {
         "n_curves": len(curves), "n_with_final": len(ids), "n_train": len(train_ids),
         "n_test": len(test_ids), "test_ids": test_ids, "early_steps": early_steps,
@@ -229,9 +262,36 @@ def fit(curves: dict, finals: dict, early_steps: int, full_steps: int, meta: dic
         "stopped_by_max_seconds": stopped, "arch_features": meta is not None,
         "formula": doc["sympy"], "tree": doc["tree"], "is_reference": str(champ) == "v_last",
         "sympy_checked": doc["sympy_checked"],
-        "calibration": doc["calibration"], "scores": scores,
+        "calibration": doc["calibration"], "scores": scores, "interval": interval,
+        "is_blend": choice["is_blend"], "ensemble": doc.get("ensemble"),
+        "holdout_n": meta_doc["holdout_n"],
+        "front": [{k: d["meta"][k] for k in ("size", "train_kendall_tau", "fit_kendall_tau",
+                                             "holdout_kendall_tau", "test_kendall_tau", "default")}
+                  | {"sympy": d["sympy"]} for d in front],
         "seconds": time.perf_counter() - t0}
-    return {"doc": doc, "report": report}
+    return {"doc": doc, "report": report, "front": front}
+
+
+def front_docs(fem, train: list, test_recs: list, y_train: np.ndarray, X_train: np.ndarray,
+               chosen: str, early_steps: int, full_steps: int) -> list[dict]:
+    """Every member of the accuracy-against-size front (primitives.ensemble.front on the training
+    part) as an export document, calibrated on the training part, its scores in its meta (the
+    test tau is reported only: nothing is chosen with it); "default" marks the exported formula."""
+    from primitives.export import export_predictor
+
+    y_test = np.array([r.target for r in test_recs])
+    out = []
+    for e in ensemble.front(fem, train):
+        raw = fem.raw(e["ind"], train, X_train)
+        meta = {"size": e["size"], "train_kendall_tau": e["tau"], "fit_kendall_tau": e["fit_tau"],
+                "holdout_kendall_tau": e["holdout_tau"],
+                "test_kendall_tau": kendall_tau(fem.raw(e["ind"], test_recs), y_test),
+                "default": e["tree"] == chosen}
+        out.append(export_predictor(e["ind"], fem.pset, meta=meta,
+                                    calibration=positive_calibration(raw, y_train),
+                                    early_steps=early_steps, full_steps=full_steps,
+                                    check_rows=X_train))
+    return out
 
 
 def format_report(r: dict, out: str | None) -> str:
@@ -250,7 +310,18 @@ def format_report(r: dict, out: str | None) -> str:
         lines.append(f"{label:<20} {v['test_kendall_tau']:>12.4f} {v['test_spearman']:>9.4f} "
                      f"{mae:>9} {v['train_kendall_tau']:>10.4f}")
     gain = s["formula"]["test_kendall_tau"] - s["last-loss"]["test_kendall_tau"]
-    lines += ["", f"formula - last-loss on the held-out part: {gain:+.4f}"]
+    lo, hi = s["formula"]["test_kendall_tau_ci95"]
+    iv = r["interval"]
+    lines += ["", f"formula - last-loss on the held-out part: {gain:+.4f}; formula tau over "
+              f"{r['n_test']} held-out curves, 95% bootstrap CI [{lo:.3f}, {hi:.3f}]",
+              f"{iv['level']:.0%} interval: prediction {iv['lo']:+.4g} .. {iv['hi']:+.4g} (training "
+              f"residuals); it holds {iv['test_coverage']:.0%} of the held-out finals"]
+    if r["is_blend"]:
+        lines.append(f"a blend of {len(r['ensemble']['members'])} formulas beat the champion on both "
+                     "parts of the training split: it is exported (its parts in predictor.json)")
+    lines.append(f"front (tau on the training part against size, {len(r['front'])} formulas, "
+                 "front.json): " + ", ".join(f"{f['size']}:{f['train_kendall_tau']:.3f}"
+                                             + ("*" if f["default"] else "") for f in r["front"]))
     if r["is_reference"]:
         lines.append("the reference rule v_last is kept: no evolved formula beat it on the "
                      "training part's own hold-out")
@@ -260,7 +331,7 @@ def format_report(r: dict, out: str | None) -> str:
                      "evo.predict evaluates the tree (predictor.json's 'tree'), which is exact")
     if out:
         lines.append(f"written to {out}/predictor.json (use: python -m evo.predict --formula "
-                     f"{out}/predictor.json), predictor.txt, predictor.tex, report.json")
+                     f"{out}/predictor.json), predictor.txt, .tex, front.json, report.json")
     return "\n".join(lines)
 
 
@@ -277,15 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gens", type=int, default=DEFAULT_GENS,
                     help=f"GP generations (default {DEFAULT_GENS})")
     ap.add_argument("--max-seconds", type=float, default=None,
-                    help="stop evolving after this long (the result then depends on the speed)")
+                    help="start no generation after this long since the command began (reading included; "
+                         "at least one runs; the result then depends on the speed)")
     ap.add_argument("--test-frac", type=float, default=DEFAULT_TEST_FRAC,
                     help=f"share of the curves held out for the test (default {DEFAULT_TEST_FRAC})")
+    ap.add_argument("--blend", choices=BLENDS, default=DEFAULT_BLEND,
+                    help=f"try a blend of the top formulas, kept if it beats the champion (default {DEFAULT_BLEND})")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     return ap
 
 
 def main(argv=None) -> int:
     """Run the CLI; returns the exit code (2 for bad input)."""
+    started = time.perf_counter()
     args = parse_args_or_exit_code(build_parser(), argv)
     if isinstance(args, int):  # --help, or a bad flag (argparse printed why)
         return args
@@ -299,13 +374,15 @@ def main(argv=None) -> int:
         res = fit(curves, finals, args.early_steps, args.full_steps, meta=meta, seed=args.seed,
                   pop=args.pop, gens=args.gens, max_seconds=args.max_seconds,
                   test_frac=args.test_frac, progress=not args.no_progress,
-                  curves_path=args.curves, meta_path=args.meta)
+                  curves_path=args.curves, meta_path=args.meta, blend=args.blend,
+                  started=started)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         doc = res["doc"]
         (out / "predictor.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         (out / "predictor.txt").write_text(doc["sympy"] + "\n", encoding="utf-8")
         (out / "predictor.tex").write_text(doc["latex"] + "\n", encoding="utf-8")
+        (out / "front.json").write_text(json.dumps(res["front"], indent=1) + "\n", encoding="utf-8")
         (out / "report.json").write_text(json.dumps(res["report"], indent=1) + "\n",
                                          encoding="utf-8")
     except (InputError, ValueError, OSError) as err:

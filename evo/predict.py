@@ -167,8 +167,9 @@ def warn_budgets(fitted_at: dict | None, args) -> None:
               f"the predictions may be off", file=sys.stderr)
 
 
-def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
-    """Predictions per curve and whether they are in loss units (MAE meaningful)."""
+def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool, dict | None]:
+    """Predictions per curve, whether they are in loss units (MAE meaningful) and the formula
+    file's error interval (None for a built-in predictor or a file without one)."""
     if args.predictor:
         func = BASELINES[args.predictor]
         preds = {}
@@ -177,7 +178,7 @@ def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
                 p = func(*c["train"], *c["val"], args.early_steps, args.full_steps)
             preds[cid] = _finite(p, f"the {args.predictor} prediction", cid, args.curves,
                                  c["line"])
-        return preds, args.predictor != "sotl"
+        return preds, args.predictor != "sotl", None
     try:
         predictor = load_predictor(args.formula)
     except ValueError as err:
@@ -206,7 +207,7 @@ def predict_all(args, curves: dict[str, dict]) -> tuple[dict[str, float], bool]:
         if predictor.overflows(feats):
             raise InputError(f"{args.curves}:{c['line']}: the formula overflows on curve {cid!r} (its value is "
                              f"beyond +-{MAX_LOSS:g}); no prediction is written")
-    return preds, True
+    return preds, True, predictor.interval
 
 
 def scores(preds: dict[str, float], finals: dict[str, tuple[float, ...]], mae_ok: bool) -> dict:
@@ -221,6 +222,14 @@ def scores(preds: dict[str, float], finals: dict[str, tuple[float, ...]], mae_ok
             "mae": mae}
 
 
+def interval_scores(preds: dict[str, float], finals: dict, interval: dict) -> dict:
+    """The file's interval and the share of the finals inside [prediction + lo, prediction + hi]."""
+    ids = [c for c in preds if c in finals]
+    inside = [preds[c] + interval["lo"] <= finals[c][0] <= preds[c] + interval["hi"] for c in ids]
+    return {"level": interval["level"], "lo": interval["lo"], "hi": interval["hi"],
+            "coverage": float(np.mean(inside)) if ids else None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
@@ -233,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--finals", help="CSV: curve_id,final_loss (enables the scores)")
     ap.add_argument("--meta", help="CSV: curve_id,n_params,lr (for log_params, log_lr)")
     ap.add_argument("--out", help="write the prediction rows here instead of stdout")
+    ap.add_argument("--interval", action="store_true",
+                    help="add lo,hi columns: the formula file's error interval around each prediction")
     ap.add_argument("--json", action="store_true",
                     help="print only the scores as JSON on stdout (needs --finals)")
     return ap
@@ -270,12 +281,22 @@ def main(argv=None) -> int:
                 which = f"only curve {shared[0]!r}" if shared else "no curve_id"
                 raise InputError(f"{args.finals} and {args.curves} share {which}; the scores "
                                  f"need at least two curves present in both files")
-        preds, mae_ok = predict_all(args, curves)
+        preds, mae_ok, interval = predict_all(args, curves)
+        if args.interval and interval is None:
+            raise InputError(f"--interval: {args.formula or args.predictor} has no error interval "
+                             f"(evo.fit writes one into predictor.json)")
         s = scores(preds, finals, mae_ok) if finals is not None else None
+        if s is not None and interval is not None:
+            s["interval"] = interval_scores(preds, finals, interval)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["curve_id", "predicted_final"])
-        writer.writerows([c, repr(float(p))] for c, p in preds.items())
+        if args.interval:
+            writer.writerow(["curve_id", "predicted_final", "lo", "hi"])
+            writer.writerows([c, repr(float(p)), repr(float(p + interval["lo"])),
+                              repr(float(p + interval["hi"]))] for c, p in preds.items())
+        else:
+            writer.writerow(["curve_id", "predicted_final"])
+            writer.writerows([c, repr(float(p))] for c, p in preds.items())
         rows = buf.getvalue()
         if args.out:
             with open(args.out, "w", encoding="utf-8") as fh:
@@ -301,6 +322,10 @@ def main(argv=None) -> int:
     mae = "n/a (sotl is not in loss units)" if s["mae"] is None else f"{s['mae']:.6g}"
     print(f"n={s['n']} kendall_tau={s['kendall_tau']:.6f} spearman={s['spearman']:.6f} "
           f"mae={mae} (raw predictions)", file=out)
+    if "interval" in s:
+        iv = s["interval"]
+        print(f"{iv['level']:.0%} interval: prediction {iv['lo']:+.4g} .. {iv['hi']:+.4g}; it holds "
+              f"{iv['coverage']:.1%} of these {s['n']} finals", file=out)
     if skipped:
         print(f"{skipped} curve(s) without a final were skipped in the scores", file=out)
     return 0

@@ -42,19 +42,28 @@ def sotl(train_steps, train_losses, val_steps, val_losses, early_steps, full_ste
 
 
 def fit_power_law(steps: np.ndarray, losses: np.ndarray) -> tuple[float, float, float] | None:
-    """Least squares loss = a * step**-b + c (a >= 0, grid over b): (a, b, c), or None."""
+    """Least squares loss = a * step**-b + c (a >= 0, grid over b): (a, b, c), or None.
+
+    For each b of the grid the (a, c) fit is the closed-form simple regression of the losses on
+    step**-b, all b at once; the first b of least squared error with a >= 0 wins."""
     keep = steps >= 1
-    t, y = steps[keep], losses[keep]
+    t, y = np.asarray(steps, dtype=float)[keep], np.asarray(losses, dtype=float)[keep]
     if len(t) < 3:
         return None
-    best, best_sse = None, np.inf
-    for b in POWER_GRID:
-        basis = np.column_stack([t ** -b, np.ones_like(t)])
-        (a, c), *_ = np.linalg.lstsq(basis, y, rcond=None)
-        sse = float(((basis @ [a, c] - y) ** 2).sum())
-        if a >= 0 and np.isfinite(sse) and sse < best_sse:
-            best, best_sse = (float(a), float(b), float(c)), sse
-    return best
+    with np.errstate(all="ignore"):
+        X = t[None, :] ** -POWER_GRID[:, None]            # (grid, n)
+        xm = X.mean(1, keepdims=True)
+        xc = X - xm
+        var = (xc ** 2).sum(1)
+        d = y - y[0]  # losses relative to the first: a constant curve fits exactly (a = 0, c = y[0])
+        a = (xc @ (d - d.mean())) / var
+        c = y[0] + (d.mean() - a * xm[:, 0])
+        sse = ((a[:, None] * X + c[:, None] - y[None, :]) ** 2).sum(1)
+    ok = (var > 0) & (a >= 0) & np.isfinite(sse) & np.isfinite(a) & np.isfinite(c)
+    if not ok.any():
+        return None
+    k = int(np.argmin(np.where(ok, sse, np.inf)))
+    return float(a[k]), float(POWER_GRID[k]), float(c[k])
 
 
 def power_law(train_steps, train_losses, val_steps, val_losses, early_steps, full_steps) -> float:

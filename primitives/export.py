@@ -171,6 +171,20 @@ def check_calibration(calibration) -> dict | None:
     return {"a": round_sig(a), "b": round_sig(b)}
 
 
+def check_interval(interval) -> dict | None:
+    """An exported error interval {"level" in (0, 1), "lo" <= "hi" finite, "n"}: the prediction
+    plus lo and plus hi bound about `level` of the targets (evo.fit's training residuals)."""
+    if interval is None:
+        return None
+    try:
+        level, lo, hi = (float(interval[k]) for k in ("level", "lo", "hi"))
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"interval must be {{'level', 'lo', 'hi'}} numbers, got {interval!r}") from None
+    if not (0 < level < 1 and math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"interval needs 0 < level < 1 and finite lo <= hi, got {interval!r}")
+    return {"level": level, "lo": lo, "hi": hi, "n": interval.get("n")}
+
+
 def check_fitted_at(early_steps, full_steps) -> dict:
     """{"early_steps", "full_steps", "early_frac"} after checking 0 < early_steps <= full_steps."""
     ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -322,6 +336,8 @@ class Predictor:
         self.meta = meta
         self.calibration = check_calibration(calibration)
         """{"a", "b"}: predictions are a * tree + b (losses); None: the tree's raw output"""
+        self.interval = None
+        """{"level", "lo", "hi", "n"}: the error interval of the file (evo.fit), when it has one"""
         self.fitted_at = fitted_at
         """{"early_steps", "full_steps", "early_frac"} the formula was fitted at, when known"""
         self.feature_order = list(pset.arguments)
@@ -420,6 +436,7 @@ def load_predictor(doc_or_path) -> Predictor:
     calibration, fitted_at = doc.get("calibration"), None
     try:
         calibration = check_calibration(calibration)
+        interval = check_interval(doc.get("interval"))
         if doc.get("fitted_at") is not None:
             at = doc["fitted_at"]
             if not isinstance(at, Mapping):
@@ -433,7 +450,9 @@ def load_predictor(doc_or_path) -> Predictor:
         except ValueError:
             fitted_at = None
     try:
-        return Predictor(tree, pset, dict(meta), calibration, fitted_at)
+        predictor = Predictor(tree, pset, dict(meta), calibration, fitted_at)
+        predictor.interval = interval
+        return predictor
     except (SyntaxError, RecursionError, MemoryError) as err:  # compile limits of deep trees
         raise ValueError(f"{where}: the tree cannot be compiled "
                          f"({type(err).__name__}: {_one_line(err)})") from None

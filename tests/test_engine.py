@@ -220,6 +220,15 @@ def test_export_from_checkpoint_and_run_id(combined, tmp_path, capsys):
     feats = {f: 1.0 + 0.1 * i for i, f in enumerate(pred.features)}
     assert pred(feats) == pytest.approx(load_predictor(docs[0])(feats), rel=1e-12)
     assert "sympy:" in capsys.readouterr().out
+    assert export_main(["--checkpoint", str(cfg.out_dir), "--front", "--out", str(tmp_path / "c")]) == 0
+    front = json.loads((tmp_path / "c" / "front.json").read_text())
+    sizes, taus = [d["meta"]["size"] for d in front], [d["meta"]["kendall_tau"] for d in front]
+    assert sizes == sorted(sizes) and taus == sorted(taus) and len(set(sizes)) == len(sizes)
+    assert [d["meta"]["default"] for d in front] == [d["tree"] == docs[0]["tree"] for d in front]
+    assert "front (" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        export_main(["--run-id", summary["mlflow"]["run_id"], "--front"])
+    assert exc.value.code == 2 and "--front needs --checkpoint" in capsys.readouterr().err
     assert export_main(["--checkpoint", str(tmp_path / "missing")]) == 2
 
 

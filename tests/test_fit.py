@@ -154,3 +154,52 @@ def test_progress_is_plain_lines_off_a_terminal(data, tmp_path, capsys):
     assert main(args) == 0
     err = capsys.readouterr().err
     assert [line.split(":")[0] for line in err.splitlines()] == [f"generation {g}/4" for g in (1, 2, 3, 4)]
+
+
+def test_front_interval_and_blend_are_exported(data, tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(fit_args(data, out, "--gens", "4")) == 0
+    printed = capsys.readouterr().out
+    assert "front (tau on the training part against size" in printed and "80% interval" in printed
+    doc = json.loads((out / "predictor.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    front = json.loads((out / "front.json").read_text())
+    sizes = [d["meta"]["size"] for d in front]
+    taus = [d["meta"]["train_kendall_tau"] for d in front]
+    assert sizes == sorted(sizes) and taus == sorted(taus) and len(set(sizes)) == len(sizes)
+    assert sum(d["meta"]["default"] for d in front) <= 1
+    assert [d["meta"]["default"] for d in front] == [d["tree"] == doc["tree"] for d in front]
+    for d in front:  # every member is a predictor file of its own
+        assert load_predictor(d).features == d["features"]
+    iv = doc["interval"]
+    assert iv["level"] == 0.8 and iv["lo"] <= 0 <= iv["hi"] and iv["n"] == report["n_train"]
+    lo, hi = report["scores"]["formula"]["test_kendall_tau_ci95"]
+    assert lo <= report["scores"]["formula"]["test_kendall_tau"] <= hi
+    # evo.predict gives the interval and its coverage on the curves it scores
+    base = ["--curves", data["curves"], "--early-steps", str(E), "--full-steps", str(F),
+            "--formula", str(out / "predictor.json")]
+    assert predict_main(base + ["--finals", data["finals"], "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    preds = load_predictor(out / "predictor.json")
+    assert (s["interval"]["lo"], s["interval"]["hi"]) == (iv["lo"], iv["hi"])
+    assert 0.0 <= s["interval"]["coverage"] <= 1.0
+    pred_csv = tmp_path / "p.csv"
+    assert predict_main(base + ["--interval", "--out", str(pred_csv)]) == 0
+    rows = list(csv.DictReader(open(pred_csv)))
+    assert len(rows) == 40 and preds is not None
+    for r in rows:
+        p = float(r["predicted_final"])
+        assert float(r["lo"]) == pytest.approx(p + iv["lo"]) and float(r["hi"]) == pytest.approx(p + iv["hi"])
+    inside = np.mean([float(r["lo"]) <= data["targets"][r["curve_id"]] <= float(r["hi"]) for r in rows])
+    assert s["interval"]["coverage"] == pytest.approx(inside)
+    assert predict_main(base[:-2] + ["--predictor", "last-loss", "--interval"]) == 2
+    assert "has no error interval" in capsys.readouterr().err
+    assert main(fit_args(data, tmp_path / "x", "--blend", "mean")) == 2
+
+
+def test_max_seconds_counts_from_the_start_and_stops_after_one_generation(data, tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(fit_args(data, out, "--gens", "50", "--max-seconds", "1e-6")) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["gens_run"] == 1 and report["stopped_by_max_seconds"] is True
+    assert "1 generation(s) of 8 formulas (stopped by --max-seconds)" in capsys.readouterr().out

@@ -95,3 +95,16 @@ def test_baselines_hand_values():
     assert set(BASELINES) == {"last-loss", "sotl", "power-law"}
     with pytest.raises(ValueError, match="two points"):
         last_loss([0, 100], [1.0, 2.0], [], [], 60, 600)
+
+
+def test_kendall_tau_on_many_points_equals_the_pairwise_count():
+    from primitives import fitness
+    rng = np.random.default_rng(4)
+    n = fitness.FAST_TAU_MIN + 50
+    x = rng.integers(0, 40, n).astype(float)
+    y = rng.normal(size=n) + 0.05 * x
+    x[:5], y[rng.integers(0, n, 20)] = np.inf, 1.0  # ties, infinities included
+    dx, dy = fitness._pair_signs(x), fitness._pair_signs(y)
+    want = (dx * dy).sum() / np.sqrt(np.count_nonzero(dx) * np.count_nonzero(dy))
+    assert kendall_tau(x, y) == pytest.approx(want, abs=1e-12)
+    assert kendall_tau(np.ones(n), y) == 0.0
