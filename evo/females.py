@@ -32,6 +32,7 @@ class Females:
         self.cxpb, self.mutpb = cxpb, mutpb
         self.pop: list = []
         self._cache: dict[str, object] = {}
+        self.archive: list = []  # what evolve() last scored on (rule "blend" refits on it)
 
     # -- building ---------------------------------------------------------------------------------
     def init(self, n: int) -> None:
@@ -109,6 +110,8 @@ class Females:
         `self.rule` "fit": the best by fit tau; "holdout": the best held out of the top (both
         ablations of the reference rule, Config.champion)."""
         rule = self.rule
+        if rule == "blend":
+            return self._blended(top)
         ref = self.reference()
         ranked = self.ranked(self.pop)[:top]
         if rule == "holdout" and any(i.holdout_tau == i.holdout_tau for i in ranked):
@@ -121,6 +124,33 @@ class Females:
         if not better:
             return ref
         return sorted(better, key=lambda i: (-i.holdout_tau, -i.fitness.values[0], i.fitness.values[1], str(i)))[0]
+
+    def _blended(self, top: int):
+        """rule "blend": the reference rule's champion, or a non-negative least-squares blend of the
+        top formulas (primitives.ensemble.blend) where the blend beats her on both the fit and the
+        held-out parts of the archive the females last evolved on."""
+        from primitives.ensemble import blend, scores_on
+
+        self.rule = "reference"
+        try:
+            champ = self.champion(top)
+        finally:
+            self.rule = "blend"
+        archive = self.archive
+        mask = self.split(archive)
+        if not mask.any():
+            return champ
+        b = blend(self, archive, "nnls", top, mask)
+        if b is None:
+            return champ
+        (bf, bh), (cf, ch) = scores_on(self, b["tree"], archive, mask), scores_on(self, champ, archive, mask)
+        if not (bf > cf and bh > ch):
+            return champ
+        tree = b["tree"]
+        tree.fitness.values, tree.holdout_tau = (bf, len(tree)), bh
+        y = np.array([r.target for r in archive])
+        tree.holdout_n = paired_count(self.raw(tree, archive)[mask], y[mask])
+        return tree
 
     def truncate(self, pop: list, mu: int) -> list:
         """(mu + lambda) replacement: the best mu distinct formulas; the reference always stays."""
@@ -136,6 +166,7 @@ class Females:
 
     def evolve(self, archive: list, steps: int, mu: int) -> None:
         """Run `steps` GP generations on the archive: tournament, varAnd, truncation."""
+        self.archive = archive
         self.score(self.pop, archive)
         for _ in range(steps):
             parents = tools.selTournament(self.pop, len(self.pop), tournsize=3)

@@ -1,5 +1,6 @@
 """The search's decisions on hand-made inputs: champion choice, truncation, male ranking, promotion."""
 import random
+import numpy as np
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_champion_rules_fit_and_holdout_need_no_reference_to_beat():
     for i in fem.pop:
         i.holdout_tau = float("nan")  # nothing held out: the best fit tau
     assert str(fem.champion()) == "l50"
-    with pytest.raises(ValueError, match="champion must be one of reference, fit, holdout, got 'vote'"):
+    with pytest.raises(ValueError, match="champion must be one of reference, fit, holdout, blend, got 'vote'"):
         Config(champion="vote")
 
 
@@ -147,3 +148,26 @@ def test_a_bracket_start_fully_trains_the_best_early_third_the_baseline_and_one_
     assert len(full) == len(set(full)) == (3 if "g0-b0" in full[:2] else 4)
     assert s.ledger.compute["full_trainings"] == len(full)
     assert {r.role for r in gen0 if r.key not in full} == {"early-only"}
+
+
+def test_champion_rule_blend_takes_a_blend_only_where_it_beats_her_on_both_parts():
+    from types import SimpleNamespace
+
+    from primitives.features import CURVE_FEATURES
+    rng = np.random.default_rng(0)
+    archive = []
+    for k in range(40):
+        f = {n: float(rng.normal()) for n in CURVE_FEATURES}
+        archive.append(SimpleNamespace(key=f"a{k}", features=f, target=f["v_last"] + 0.6 * f["sotl"]))
+    fem = Females(rule="blend")
+    fem.pop = fem.from_strings([REFERENCE, "sotl", "l50"])
+    fem.evolve(archive, 0, 3)  # scores the three on the archive, no GP step
+    assert str(fem.ranked(fem.pop)[0]) == REFERENCE  # v_last ranks best alone
+    champ = fem.champion()
+    assert "v_last" in str(champ) and "sotl" in str(champ) and "l50" not in str(champ)
+    assert champ.fitness.values[0] > 0.95 and champ.holdout_tau > 0.95 and champ.holdout_n > 0
+    fem.rule = "reference"
+    assert str(fem.champion()) == REFERENCE
+    fem.rule = "blend"
+    fem.evolve(archive[:3], 0, 3)  # too small to hold any out: no blend
+    assert str(fem.champion()) == REFERENCE
