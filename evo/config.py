@@ -11,7 +11,7 @@ from pathlib import Path
 MODES = ("baseline", "male", "female", "combined")
 PAIRINGS = ("choice", "ranked", "random")
 STARTS = ("full", "bracket")
-CHAMPIONS = ("reference", "fit", "holdout", "blend")
+CHAMPIONS = ("reference", "fit", "holdout", "blend", "linear")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ class Config:
     """which female judges: reference (v_last unless a top female beats it on both the fit and the
     held-out parts of the archive), fit (the best by fit tau, no reference to beat) or holdout (the
     best by held-out tau of the top five by fit tau, no reference to beat) or blend (the reference
-    rule's champion, or a non-negative blend of the top five formulas where it beats her on both parts)"""
+    rule's champion, or a non-negative blend of the top five formulas where it beats her on both parts)
+    or linear (the same with her output plus a least-squares weight per architecture feature; needs
+    --arch-features)"""
     pred_steps: int = 5
     """GP generations the females run on the archive each generation (scoring is cheap)"""
     budget_flops: float | None = None

@@ -16,6 +16,7 @@ from primitives.pset import compile_tree, ensure_pred_types, make_pset
 
 MIN_FIT, MIN_HOLDOUT = 3, 2
 REFERENCE = "v_last"  # the last early validation loss: a strong predictor that needs no fitting
+LINEAR_RIDGE = 0.1  # rule "linear": ridge penalty per curve on the standardised columns
 CREDIT_WEIGHT = 0.1  # how much a female's record as a chooser moves her in the mating order (in tau)
 
 
@@ -110,7 +111,7 @@ class Females:
         `self.rule` "fit": the best by fit tau; "holdout": the best held out of the top (both
         ablations of the reference rule, Config.champion)."""
         rule = self.rule
-        if rule == "blend":
+        if rule in ("blend", "linear"):
             return self._blended(top)
         ref = self.reference()
         ranked = self.ranked(self.pop)[:top]
@@ -128,19 +129,20 @@ class Females:
     def _blended(self, top: int):
         """rule "blend": the reference rule's champion, or a non-negative least-squares blend of the
         top formulas (primitives.ensemble.blend) where the blend beats her on both the fit and the
-        held-out parts of the archive the females last evolved on."""
+        held-out parts of the archive the females last evolved on. rule "linear": the same, with
+        the champion plus a least-squares weight on each architecture feature instead."""
         from primitives.ensemble import blend, scores_on
 
-        self.rule = "reference"
+        rule, self.rule = self.rule, "reference"
         try:
             champ = self.champion(top)
         finally:
-            self.rule = "blend"
+            self.rule = rule
         archive = self.archive
         mask = self.split(archive)
         if not mask.any():
             return champ
-        b = blend(self, archive, "nnls", top, mask)
+        b = blend(self, archive, "nnls", top, mask) if rule == "blend" else self._linear(champ, archive, ~mask)
         if b is None:
             return champ
         (bf, bh), (cf, ch) = scores_on(self, b["tree"], archive, mask), scores_on(self, champ, archive, mask)
@@ -151,6 +153,28 @@ class Females:
         y = np.array([r.target for r in archive])
         tree.holdout_n = paired_count(self.raw(tree, archive)[mask], y[mask])
         return tree
+
+    def _linear(self, champ, archive: list, fit: np.ndarray) -> dict | None:
+        """The champion's calibrated output plus a weight on each architecture feature, by ridge
+        least squares on the fit part (None without architecture features)."""
+        from primitives.ensemble import _num
+
+        arch = [n for n in ARCH_FEATURES if n in self.features]
+        if not arch or fit.sum() < len(arch) + 3:
+            return None
+        X = feature_matrix([r.features for r in archive], self.features)
+        P = np.column_stack([self.raw(champ, archive, X)] + [X[:, self.features.index(n)] for n in arch])
+        y = np.array([r.target for r in archive], dtype=float)
+        if not np.isfinite(P[fit]).all():
+            return None
+        mu, sd = P[fit].mean(0), P[fit].std(0)
+        sd = np.where(sd > 0, sd, 1.0)
+        Z = (P[fit] - mu) / sd
+        w = np.linalg.solve(Z.T @ Z + LINEAR_RIDGE * len(Z) * np.eye(Z.shape[1]), Z.T @ (y[fit] - y[fit].mean())) / sd
+        text = _num(float(y[fit].mean() - w @ mu))
+        for t, x in zip([str(champ)] + arch, w):
+            text = f"add(mul({_num(float(x))}, {t}), {text})"
+        return {"tree": self.from_strings([text])[0]}
 
     def truncate(self, pop: list, mu: int) -> list:
         """(mu + lambda) replacement: the best mu distinct formulas; the reference always stays."""

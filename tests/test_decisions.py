@@ -48,7 +48,7 @@ def test_champion_rules_fit_and_holdout_need_no_reference_to_beat():
     for i in fem.pop:
         i.holdout_tau = float("nan")  # nothing held out: the best fit tau
     assert str(fem.champion()) == "l50"
-    with pytest.raises(ValueError, match="champion must be one of reference, fit, holdout, blend, got 'vote'"):
+    with pytest.raises(ValueError, match="champion must be one of reference, fit, holdout, blend, linear, got 'vote'"):
         Config(champion="vote")
 
 
@@ -171,3 +171,27 @@ def test_champion_rule_blend_takes_a_blend_only_where_it_beats_her_on_both_parts
     fem.rule = "blend"
     fem.evolve(archive[:3], 0, 3)  # too small to hold any out: no blend
     assert str(fem.champion()) == REFERENCE
+
+
+def test_champion_rule_linear_adds_a_fitted_weight_per_architecture_feature():
+    from types import SimpleNamespace
+
+    from primitives.features import ALL_FEATURES
+    rng = np.random.default_rng(1)
+    archive = []
+    for k in range(40):
+        f = {n: float(rng.normal()) for n in ALL_FEATURES}
+        archive.append(SimpleNamespace(key=f"a{k}", features=f, target=f["v_last"] - 0.8 * f["log_params"]))
+    fem = Females(arch_features=True, rule="linear")
+    fem.pop = fem.from_strings([REFERENCE, "sotl"])
+    fem.evolve(archive, 0, 2)
+    champ = fem.champion()
+    text = str(champ)
+    assert "log_params" in text and "log_lr" in text and "v_last" in text
+    w = float(text.split("mul(")[2].split(",")[0])  # the weight of log_params (members in reverse)
+    assert -0.9 < w < -0.6  # the true -0.8, shrunk a little by the ridge
+    assert champ.fitness.values[0] > 0.9 and champ.holdout_tau > 0.9
+    no_arch = Females(rule="linear")  # without architecture features: the reference rule's champion
+    no_arch.pop = no_arch.from_strings([REFERENCE, "sotl"])
+    no_arch.evolve(archive, 0, 2)
+    assert str(no_arch.champion()) == REFERENCE
