@@ -24,7 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evo.table import load_table  # noqa: E402
-from evo.tablestats import markdown, run_method, summarise  # noqa: E402
+from evo.tablestats import markdown, summarise  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table_ablations import _job as table_job  # noqa: E402  (the benchmark beside this file)
 
 BIG = 1e9
 
@@ -55,14 +58,12 @@ def _patch(oracle: str, table: str) -> None:
 
 
 def _job(args):
-    table, mode, seed, budget, name, opts = args
-    opts = dict(opts)
+    """table_ablations' job, with the oracle patches of the variant applied first."""
+    opts = dict(args[5])
     oracle = opts.pop("oracle", None)
     if oracle:
-        _patch(oracle, table)
-    r = run_method(table, opts.pop("method", mode), seed, budget, opts)
-    r["method"] = name
-    return r
+        _patch(oracle, args[0])
+    return table_job((*args[:5], opts))
 
 
 def main(argv=None):
