@@ -200,6 +200,14 @@ def _dataset(cfg: Config) -> tuple[Path, str] | None:
     return resolve_text(cfg.data), dataset_id(cfg.data)
 
 
+def _relative(path: str, folder: str) -> str:
+    """A written file's path inside the search's folder (figures/lineage.png), else its name."""
+    try:
+        return Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 def _table_cost_unit(table: str) -> tuple[float, str, str]:
     """The best-so-far staircase's step on a table (1/100 of its mean full-training cost), its
     label and its metric's name, the unit in it."""
@@ -272,7 +280,7 @@ def format_summary(s: dict) -> str:
            f"MLflow run {s['mlflow']['run_id']} (experiment '{s['mlflow']['experiment']}'): "
            f"{_ui_command(s['mlflow'], s.get('out_dir'))}"]
     lines = ["", *summary_lines(s, run_lines=run),
-             f"files in {s['out_dir']}: " + ", ".join(Path(f).name for f in s.get("files", []))]
+             f"files in {s['out_dir']}: " + ", ".join(_relative(f, s['out_dir']) for f in s.get("files", []))]
     return "\n".join(lines)
 
 

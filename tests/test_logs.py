@@ -205,3 +205,11 @@ def test_the_description_leads_with_the_answer_and_shows_the_figures():
     assert "0.2271 (7.6%) worse than the baseline" in headline(worse)
     assert headline({**s, "baseline_best_val_loss": None}).endswith("no baseline to compare with, for 50 GFLOPs (8 full trainings).**")
     assert headline({"best": {}}) is None and "Figures" not in describe({**s, "figures": []})
+
+
+def test_summary_names_files_by_their_path_inside_the_search_folder(tmp_path):
+    from evo.run import _relative
+
+    assert _relative(str(tmp_path / "figures" / "lineage.png"), str(tmp_path)) == "figures/lineage.png"
+    assert _relative(str(tmp_path / "results.csv"), str(tmp_path)) == "results.csv"
+    assert _relative("/elsewhere/model.pt", str(tmp_path)) == "model.pt"  # outside: its name
