@@ -242,7 +242,16 @@ def _summary(search, tracker, best: dict) -> dict:
     records = search.ledger.records
     base = records.get("g0-b0") or records.get("baseline")
     base_loss = base.target if base else None  # inf when the baseline's training failed: reported as None
-    return {"mode": cfg.mode, "preset": cfg.preset, "seed": cfg.seed, "gens": cfg.gens,
+    space = {}
+    if cfg.objective:  # a user's training loop: its name, steps as the cost, its own configuration
+        space = {"preset": search.preset.name, "cost_unit": "training steps",
+                 "baseline_label": "the space's baseline configuration",
+                 "inference_note": "inference not measured (a user objective)"}
+    elif cfg.table:
+        from evo.table import load_table
+
+        space = {"preset": search.preset.name, "cost_unit": load_table(cfg.table).meta["cost_unit"]}
+    return {"mode": cfg.mode, "preset": cfg.preset, **space, "seed": cfg.seed, "gens": cfg.gens,
             "best": best, "baseline_best_val_loss": base_loss if base_loss is not None and math.isfinite(base_loss)
             else None, "predictor": pred,
             "compute": dict(search.ledger.compute), "archive_size": len(search.ledger.archive),

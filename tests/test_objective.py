@@ -85,6 +85,14 @@ def test_evo_run_searches_a_users_objective_with_the_runner(tmp_path):
     c = a["compute"]  # charged in steps: a full training 30 (27 when it continues an early one of 3)
     assert c["full_trainings"] >= 4 and c["early_trainings"] >= 6
     assert 27 * c["full_trainings"] <= c["flops"] <= 30 * c["full_trainings"] + 3 * c["early_trainings"]
+    from evo.run import format_summary
+    text = format_summary(a)  # the summary speaks of the user's objective, in its units
+    assert f"search on {a['preset']} (seed 0)" in text and a["preset"].startswith("objective:")
+    assert f"compute: {c['flops']:.3g} training steps" in text and "FLOPs" not in text
+    assert "inference not measured (a user objective)" in text
+    assert "the space's baseline configuration, same budget: best val loss 1.0000" in format_summary(
+        {**a, "baseline_best_val_loss": 1.0})
+    assert "params)" not in text and "table lookup" not in text
 
 
 def test_evo_run_refuses_a_bad_objective():

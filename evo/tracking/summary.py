@@ -57,6 +57,8 @@ def final_tags(summary: dict) -> dict:
     return tags
 
 
+FLOPS = "training FLOPs"  # the cost unit of a search that trains the GPT
+
 FIGURE_TITLES = {"parallel_coordinates.png": "Genes to loss, every evaluation",
                  "importance.png": "Which genes matter (fANOVA)",
                  "pareto.png": "Combined mode's two objectives: early loss, final loss (true or predicted)",
@@ -73,7 +75,9 @@ def headline(summary: dict) -> str | None:
     by = "no baseline to compare with" if margin is None else (
         f"{abs(margin[0]):.4f}" + (f" ({abs(margin[1]):.1f}%)" if margin[1] is not None else "")
         + (" better than" if margin[0] > 0 else " worse than" if margin[0] < 0 else " the same as") + " the baseline")
-    cost = f"{c['flops'] / 1e9:,.0f} GFLOPs" if _finite(c.get("flops")) else "cost not recorded"
+    unit = summary.get("cost_unit", FLOPS)
+    cost = ("cost not recorded" if not _finite(c.get("flops")) else f"{c['flops'] / 1e9:,.0f} GFLOPs"
+            if unit == FLOPS else f"{c['flops']:,.0f} {unit}")
     if _finite(c.get("full_trainings")):
         cost += f" ({int(c['full_trainings'])} full trainings)"
     return f"**Winner `{b['key']}`: best val loss {_num(b.get('best_val_loss'))}, {by}, for {cost}.**"
@@ -129,8 +133,9 @@ def summary_lines(s: dict, markdown: bool = False, run_lines=()) -> list[str]:
             exp = (s.get("mlflow") or {}).get("experiment_id")
             child = (f" (child run [{code(b['run_id'])}]({run_page(exp, b['run_id'])}))" if exp
                      else f" (child run {code(b['run_id'])})")
-        infer = _inference(b)
-        lines += [fact(f"best architecture {code(b['key'])}{child}: {genes} ({_count(b.get('n_params'))} params)"),
+        infer = _inference(b, s.get("inference_note"))
+        size = f" ({_count(b['n_params'])} params)" if b.get("n_params") is not None else ""
+        lines += [fact(f"best architecture {code(b['key'])}{child}: {genes}{size}"),
                   f"  final train loss {_num(b.get('final_train_loss'))} | best val loss "
                   f"{strong(_num(b.get('best_val_loss')))} (step {b.get('best_val_step')}) | train time "
                   f"{_num(b.get('train_time_s'), 1)} s | {infer}"]
@@ -147,7 +152,8 @@ def summary_lines(s: dict, markdown: bool = False, run_lines=()) -> list[str]:
             else:
                 pct = f" ({abs(pct):.1f}%)" if _finite(pct) else ""
                 than = f"; the best is {abs(m):.4f}{pct} {'better' if m > 0 else 'worse'} than the baseline"
-        lines.append(fact(f"the preset's baseline architecture, same budget: best val loss {base:.4f}{than}", "  "))
+        label = s.get("baseline_label", "the preset's baseline architecture")
+        lines.append(fact(f"{label}, same budget: best val loss {base:.4f}{than}", "  "))
     if p:
         held = strong(held_out(p))
         lines.append(fact(f"best predictor (Kendall tau {_num(p.get('fit_kendall_tau'), 3)} on the archive, "
@@ -155,7 +161,8 @@ def summary_lines(s: dict, markdown: bool = False, run_lines=()) -> list[str]:
     if c:
         runs = (f"{c.get('full_trainings', 0)} full and {c['early_trainings']} early trainings" if "early_trainings" in c
                 else f"{c.get('trainings', 0)} trainings, {c.get('full_trainings', 0)} to the full budget")
-        lines.append(fact(f"compute: {c.get('flops', 0):.3g} training FLOPs, {c.get('seconds', 0):.0f} s in "
+        unit = s.get("cost_unit", FLOPS)
+        lines.append(fact(f"compute: {c.get('flops', 0):.3g} {unit}, {c.get('seconds', 0):.0f} s in "
                           f"evaluations; {runs}"))
     lines += list(run_lines)
     m = s.get("mlflow") or {}
@@ -203,12 +210,12 @@ def held_out(p: dict) -> str:
     return f"{_num(tau, 3)} held out (n={n}, 95% CI {ci[0]:.2f}..{ci[1]:.2f})"
 
 
-def _inference(b: dict) -> str:
+def _inference(b: dict, note: str | None = None) -> str:
     """The inference speeds with and without the KV cache, each as mean ± standard deviation over
     the timed samples, and whether their ranges (slowest to fastest sample) overlap."""
     speed, plain = (b.get(k) for k in ("inference_tokens_per_s", "inference_tokens_per_s_no_cache"))
     if not _finite(speed):
-        return "inference not measured (no model: a table lookup)"
+        return note or "inference not measured (no model: a table lookup)"
     sd, sd_plain = (b.get(k) for k in ("inference_tokens_per_s_std", "inference_tokens_per_s_no_cache_std"))
     if not (_finite(sd) and _finite(sd_plain)):
         why = "1 sample each: no spread" if b.get("inference_samples") == 1 else "spread not recorded"
