@@ -102,23 +102,27 @@ class Females:
         return sorted(ranked, key=lambda i: (-merit(i), i.fitness.values[1], str(i)))
 
     def champion(self, top: int = 5):
-        """The formula that ranks children: the reference (v_last) unless one of the top females by
-        archive tau beats it on both the fit and the held-out parts; then the best of those held out.
+        """The formula that ranks children, by `self.rule` (Config.champion). "reference" (the
+        default): the reference (v_last) unless one of the top females by archive tau beats it on
+        both the fit and the held-out parts; then the best of those held out.
 
         Archives are small (tens of architectures), so a formula picked among thousands by its fit
         tau is mostly lucky; a strong default that must be beaten on unseen data makes promotion
         fall back to ranking by the early validation loss unless the evidence says otherwise.
-        `self.rule` "fit": the best by fit tau; "holdout": the best held out of the top (both
-        ablations of the reference rule, Config.champion)."""
-        rule = self.rule
-        if rule in ("blend", "linear"):
-            return self._blended(top)
-        ref = self.reference()
+        The ablations: "fit", the best by fit tau; "holdout", the best held out of the top; "blend"
+        and "linear", the reference rule's champion or a challenger built from her (_challenged)."""
         ranked = self.ranked(self.pop)[:top]
-        if rule == "holdout" and any(i.holdout_tau == i.holdout_tau for i in ranked):
+        if self.rule in ("blend", "linear"):
+            return self._challenged(self._by_reference(ranked), top)
+        if self.rule == "holdout" and any(i.holdout_tau == i.holdout_tau for i in ranked):
             return sorted(ranked, key=lambda i: (-(i.holdout_tau if i.holdout_tau == i.holdout_tau else -2),
                                                  -i.fitness.values[0], i.fitness.values[1], str(i)))[0]
-        if ref is None or rule != "reference":
+        return self._by_reference(ranked) if self.rule == "reference" else ranked[0]
+
+    def _by_reference(self, ranked: list):
+        """The reference rule over the top females `ranked` (see champion)."""
+        ref = self.reference()
+        if ref is None:
             return ranked[0]
         rf, rh = ref.fitness.values[0], getattr(ref, "holdout_tau", float("nan"))
         better = [i for i in ranked if i.fitness.values[0] > rf and i.holdout_tau > rh]  # NaN: none
@@ -126,38 +130,28 @@ class Females:
             return ref
         return sorted(better, key=lambda i: (-i.holdout_tau, -i.fitness.values[0], i.fitness.values[1], str(i)))[0]
 
-    def _blended(self, top: int):
-        """rule "blend": the reference rule's champion, or a non-negative least-squares blend of the
-        top formulas (primitives.ensemble.blend) where the blend beats her on both the fit and the
-        held-out parts of the archive the females last evolved on. rule "linear": the same, with
-        the champion plus a least-squares weight on each architecture feature instead."""
-        from primitives.ensemble import blend, scores_on
+    def _challenged(self, champ, top: int):
+        """The champion, or a challenger where it beats her on both the fit and the held-out parts
+        of the archive the females last evolved on (primitives.ensemble.choose: the rule evo.fit
+        uses too). "blend": a non-negative least-squares blend of the top formulas; "linear": her
+        output plus a least-squares weight per architecture feature."""
+        from primitives.ensemble import choose
 
-        rule, self.rule = self.rule, "reference"
-        try:
-            champ = self.champion(top)
-        finally:
-            self.rule = rule
-        archive = self.archive
-        mask = self.split(archive)
-        if not mask.any():
+        linear = (lambda c, mask: self._linear(c, self.archive, ~mask)) if self.rule == "linear" else None
+        out = choose(self, self.archive, "nnls", top, champ=champ, candidate=linear)
+        if not out["is_blend"]:
             return champ
-        b = blend(self, archive, "nnls", top, mask) if rule == "blend" else self._linear(champ, archive, ~mask)
-        if b is None:
-            return champ
-        (bf, bh), (cf, ch) = scores_on(self, b["tree"], archive, mask), scores_on(self, champ, archive, mask)
-        if not (bf > cf and bh > ch):
-            return champ
-        tree = b["tree"]
+        tree, (bf, bh) = out["tree"], out["scores"]["blend"]
         tree.fitness.values, tree.holdout_tau = (bf, len(tree)), bh
-        y = np.array([r.target for r in archive])
-        tree.holdout_n = paired_count(self.raw(tree, archive)[mask], y[mask])
+        mask = self.split(self.archive)
+        y = np.array([r.target for r in self.archive])
+        tree.holdout_n = paired_count(self.raw(tree, self.archive)[mask], y[mask])
         return tree
 
     def _linear(self, champ, archive: list, fit: np.ndarray) -> dict | None:
         """The champion's calibrated output plus a weight on each architecture feature, by ridge
         least squares on the fit part (None without architecture features)."""
-        from primitives.ensemble import _num
+        from primitives.ensemble import const_text
 
         arch = [n for n in ARCH_FEATURES if n in self.features]
         if not arch or fit.sum() < len(arch) + 3:
@@ -171,9 +165,9 @@ class Females:
         sd = np.where(sd > 0, sd, 1.0)
         Z = (P[fit] - mu) / sd
         w = np.linalg.solve(Z.T @ Z + LINEAR_RIDGE * len(Z) * np.eye(Z.shape[1]), Z.T @ (y[fit] - y[fit].mean())) / sd
-        text = _num(float(y[fit].mean() - w @ mu))
+        text = const_text(float(y[fit].mean() - w @ mu))
         for t, x in zip([str(champ)] + arch, w):
-            text = f"add(mul({_num(float(x))}, {t}), {text})"
+            text = f"add(mul({const_text(float(x))}, {t}), {text})"
         return {"tree": self.from_strings([text])[0]}
 
     def truncate(self, pop: list, mu: int) -> list:

@@ -16,17 +16,16 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import random
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from models.presets import ChoiceParam, FloatParam, IntParam
+from models.presets import ChoiceParam, FloatParam, GeneSpace, IntParam
 
 
 @dataclass(frozen=True)
-class ObjectiveSpace:
+class ObjectiveSpace(GeneSpace):
     """An Objective's genes on the unit cube, duck-typed as a Preset for the engine and the peers."""
 
     name: str
@@ -39,23 +38,11 @@ class ObjectiveSpace:
     def early_frac(self) -> float:
         return self.early_steps / self.full_steps
 
-    @property
-    def gene_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.space)
-
     def decode(self, u: Sequence[float]) -> dict:
         if len(u) != len(self.space):
             raise ValueError(f"genome must be {len(self.space)} numbers, got {list(u)!r}")
         return {p.name: p.decode(min(1.0, max(0.0, float(x)))) for p, x in zip(self.space, u)}
 
-    def encode(self, genes: dict) -> list[float]:
-        missing = set(self.gene_names) - set(genes)
-        if missing:
-            raise ValueError(f"genes {sorted(missing)} are missing")
-        return [float(p.encode(genes[p.name])) for p in self.space]
-
-    def sample(self, rng: random.Random) -> dict:
-        return self.decode([rng.random() for _ in self.space])
 
 
 def objective_space(obj, full_steps: int | None = None, early_frac: float | None = None) -> ObjectiveSpace:

@@ -36,6 +36,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from evo.pruner import report_verdict
 from primitives.features import curve_features
 
 ATTR = "dimorph_formula"
@@ -171,11 +172,10 @@ class DimorphPruner(optuna.pruners.BasePruner):
     def prune(self, study, trial: FrozenTrial) -> bool:
         if len(study.directions) != 1:
             raise ValueError("DimorphPruner judges one value: the study must have one objective")
+        verdict = report_verdict(trial)
+        if verdict is not None:
+            return verdict
         step = trial.last_step
-        if step is None:
-            return False
-        if not math.isfinite(trial.intermediate_values[step]):
-            return True
         sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         budgets = self.budgets(complete)

@@ -57,6 +57,15 @@ from primitives.export import load_predictor
 from primitives.features import ARCH_FEATURES, curve_features
 
 
+
+def report_verdict(trial: FrozenTrial) -> bool | None:
+    """What a trial's reports decide before any formula is asked, for every pruner here: nothing
+    reported yet, go on (False); a NaN or infinite last report, prune (True); else None."""
+    step = trial.last_step
+    if step is None:
+        return False
+    return True if not math.isfinite(trial.intermediate_values[step]) else None
+
 class FormulaPruner(optuna.pruners.BasePruner):
     """Prune a trial when the formula predicts a final loss worse than the k-th best completed one.
 
@@ -148,11 +157,10 @@ class FormulaPruner(optuna.pruners.BasePruner):
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         if len(study.directions) != 1 or study.direction != StudyDirection.MINIMIZE:
             raise ValueError("FormulaPruner predicts a final loss: the study must minimize one value")
+        verdict = report_verdict(trial)
+        if verdict is not None:
+            return verdict
         step = trial.last_step
-        if step is None:
-            return False
-        if not math.isfinite(trial.intermediate_values[step]):
-            return True
         if step < max(self.early_steps, self.warmup_steps):
             return False
         done = sorted(t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

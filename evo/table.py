@@ -16,14 +16,13 @@ import csv
 import functools
 import json
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from models.presets import ChoiceParam, FloatParam
+from models.presets import ChoiceParam, FloatParam, GeneSpace
 
 FORMAT, VERSION = "dimorph-table", 1
 MAX_CHOICES = 12  # a gene with at most this many distinct values is a choice, else a float range
@@ -65,7 +64,7 @@ def _csv(path: Path, required: Sequence[str]):
 
 
 @dataclass(frozen=True)
-class TableSpace:
+class TableSpace(GeneSpace):
     """A table's gene space on the unit cube, duck-typed as a Preset for the engine and peers."""
 
     name: str
@@ -80,10 +79,6 @@ class TableSpace:
     def early_frac(self) -> float:
         return self.early_steps / self.full_steps
 
-    @property
-    def gene_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.space)
-
     def nearest(self, u: Sequence[float]) -> int:
         """Index of the row nearest to u (Euclidean on the unit cube; ties: the first row)."""
         x = np.clip(np.asarray(u, dtype=float), 0.0, 1.0)
@@ -95,14 +90,6 @@ class TableSpace:
         """Unit vector -> the genes of the nearest row (so equal rows give equal keys)."""
         return dict(self.row_genes[self.nearest(u)])
 
-    def encode(self, genes: dict) -> list[float]:
-        missing = set(self.gene_names) - set(genes)
-        if missing:
-            raise ValueError(f"genes {sorted(missing)} are missing")
-        return [float(p.encode(genes[p.name])) for p in self.space]
-
-    def sample(self, rng: random.Random) -> dict:
-        return self.decode([rng.random() for _ in self.space])
 
 
 def _param(name: str, values: np.ndarray, log: bool | None):

@@ -91,8 +91,29 @@ GENES = ("n_layer", "n_head", "head_size", "mlp_ratio", "dropout", "lr", "batch_
          "weight_decay", "warmup")
 
 
+class GeneSpace:
+    """Genes on the unit cube, as a Preset, a table's space (evo.table) and a user objective's
+    (evo.objective_space) share them: each has `space` (a tuple of params) and its own `decode`."""
+
+    @property
+    def gene_names(self) -> tuple[str, ...]:
+        """Gene names in genome order."""
+        return tuple(p.name for p in self.space)
+
+    def encode(self, genes: dict) -> list[float]:
+        """Genes dict -> unit vector (bin centres for discrete genes)."""
+        missing = set(self.gene_names) - set(genes)
+        if missing:
+            raise ValueError(f"genes {sorted(missing)} are missing")
+        return [float(p.encode(genes[p.name])) for p in self.space]
+
+    def sample(self, rng: random.Random) -> dict:
+        """A uniformly random genome decoded to genes, drawn from rng only."""
+        return self.decode([rng.random() for _ in self.space])
+
+
 @dataclass(frozen=True)
-class Preset:
+class Preset(GeneSpace):
     """Budgets, data sizes, fixed training settings, a baseline genome and the search space."""
 
     name: str
@@ -135,27 +156,11 @@ class Preset:
         """Steps between validation points inside the early budget (the early budget's last step included)."""
         return max(1, self.early_steps // self.early_evals) if self.early_evals else self.eval_interval
 
-    @property
-    def gene_names(self) -> tuple[str, ...]:
-        """Gene names in genome order."""
-        return tuple(p.name for p in self.space)
-
     def decode(self, u: Sequence[float]) -> dict:
         """Unit vector -> genes dict (pure)."""
         if len(u) != len(self.space):
             raise ValueError(f"genome has {len(u)} values, preset {self.name!r} needs {len(self.space)}")
         return {p.name: p.decode(x) for p, x in zip(self.space, u)}
-
-    def encode(self, genes: dict) -> list[float]:
-        """Genes dict -> unit vector (bin centres for discrete genes)."""
-        missing = set(self.gene_names) - set(genes)
-        if missing:
-            raise ValueError(f"genes {sorted(missing)} are missing")
-        return [p.encode(genes[p.name]) for p in self.space]
-
-    def sample(self, rng: random.Random) -> dict:
-        """A uniformly random genome decoded to genes, drawn from rng only."""
-        return self.decode([rng.random() for _ in self.space])
 
     def configs(self, genes: dict, vocab_size: int, device: str = "cpu") -> tuple[GPTConfig, TrainConfig]:
         """Genes (missing ones from the baseline) -> (GPTConfig, TrainConfig); pure."""

@@ -27,7 +27,7 @@ INTERVAL_LEVEL = 0.8
 """coverage aimed at by the residual interval (the 10% and 90% residual quantiles)"""
 
 
-def _num(x: float) -> str:
+def const_text(x: float) -> str:
     """A constant as tree text (repr keeps every digit; the export rounds later)."""
     return repr(float(x))
 
@@ -67,10 +67,10 @@ def nnls_weights(P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 
 def blend_text(texts: list[str], weights, const: float) -> str:
     """Tree text of const + sum(w_i * tree_i) over the members with w_i > 0."""
-    parts = [f"mul({_num(w)}, {t})" for t, w in zip(texts, weights) if w > 0]
+    parts = [f"mul({const_text(w)}, {t})" for t, w in zip(texts, weights) if w > 0]
     if not parts:
         raise ValueError("a blend needs at least one positive weight")
-    text = _num(const)
+    text = const_text(const)
     for p in reversed(parts):
         text = f"add({p}, {text})"
     return text
@@ -80,7 +80,7 @@ def median3_text(texts: list[str], cals: list[tuple[float, float]]) -> str:
     """Tree text of the median of a_i * tree_i + b_i over three members."""
     if len(texts) != 3 or len(cals) != 3:
         raise ValueError(f"a median needs exactly 3 members, got {len(texts)}")
-    a, b, c = (f"add(mul({_num(x)}, {t}), {_num(y)})" for t, (x, y) in zip(texts, cals))
+    a, b, c = (f"add(mul({const_text(x)}, {t}), {const_text(y)})" for t, (x, y) in zip(texts, cals))
     return f"pmax(pmin({a}, {b}), pmin(pmax({a}, {b}), {c}))"
 
 
@@ -135,18 +135,19 @@ def scores_on(fem, ind, archive: list, mask, X=None) -> tuple[float, float]:
             kendall_tau(p[mask], y[mask]) if mask.any() else float("nan"))
 
 
-def choose(fem, archive: list, kind: str = "nnls", k: int = DEFAULT_MEMBERS) -> dict:
-    """The champion (fem.champion(): the reference rule) or a blend, by the same rule: the blend
-    replaces the champion only if it beats it on both the fit part and the held-out part of the
-    archive (fem.split). Returns {"tree", "is_blend", "blend" (or None), "scores": {"champion":
-    (fit, held-out), "blend": (fit, held-out) or None}}."""
-    champ = fem.champion()
+def choose(fem, archive: list, kind: str = "nnls", k: int = DEFAULT_MEMBERS, champ=None, candidate=None) -> dict:
+    """The champion (`champ`, default fem.champion(): the reference rule) or a blend, by the same
+    rule: the blend replaces the champion only if it beats it on both the fit part and the held-out
+    part of the archive (fem.split). `candidate(champ, mask)` -> {"tree", ...} or None builds
+    another challenger than the blend (evo.females' "linear" rule). Returns {"tree", "is_blend",
+    "blend" (or None), "scores": {"champion": (fit, held-out), "blend": (fit, held-out) or None}}."""
+    champ = fem.champion() if champ is None else champ
     mask = fem.split(archive)
     out = {"tree": champ, "is_blend": False, "blend": None,
            "scores": {"champion": scores_on(fem, champ, archive, mask), "blend": None}}
     if not mask.any():
         return out
-    b = blend(fem, archive, kind, k, mask)
+    b = blend(fem, archive, kind, k, mask) if candidate is None else candidate(champ, mask)
     if b is None:
         return out
     bf, bh = scores_on(fem, b["tree"], archive, mask)
