@@ -123,6 +123,8 @@ class Checkpoint:
         if diff:
             hint = (" (data is the sha256 of the dataset text: this command reads another dataset than the "
                     "search was started with)") if "data" in diff else (
+                " (the default --start became bracket in v3: resume a search started before with "
+                "--start full)") if set(diff) == {"start"} and diff["start"][0] == "full" else (
                 " (a --steady search cannot be extended with more --gens: its last tasks drained "
                 "instead of breeding; start a new --out)") if "steady_gens" in diff else ""
             raise CheckpointError(f"{self.path} belongs to a different search; differing settings "

@@ -53,11 +53,12 @@ class Config:
     ends, with no generation barrier (0: generational). Results depend on it, never on the workers"""
     bootstrap: int = 8
     """random architectures fully trained in generation 0 (the archive's seed)"""
-    start: str = "full"
-    """generation 0: full (the baseline and bootstrap - 1 random architectures, all fully trained) or
-    bracket (bootstrap x eta architectures early-trained; the best bootstrap / eta of them by early
-    loss, the baseline and promote_random drawn from the rest fully trained: a Hyperband-like first
-    bracket, so a good architecture is fully trained after a fraction of the full start's cost)"""
+    start: str = "bracket"
+    """generation 0: bracket (bootstrap x eta architectures early-trained; the best bootstrap / eta of
+    them by early loss, the baseline and promote_random drawn from the rest fully trained: a
+    Hyperband-like first bracket, so a good architecture is fully trained after a fraction of the
+    full start's cost) or full (the baseline and bootstrap - 1 random architectures, all fully
+    trained: the default before v3, as good at 20+ full trainings, worse at 5-10 on both tables)"""
     champion: str = "reference"
     """which female judges: reference (v_last unless a top female beats it on both the fit and the
     held-out parts of the archive), fit (the best by fit tau, no reference to beat) or holdout (the

@@ -1,9 +1,12 @@
 """Small search configs shared by the engine tests."""
 from evo.config import Config
 
+# start="full": these tests count generation 0's trainings as the full start makes them (every
+# bootstrap architecture fully trained); the default bracket start is run live by
+# test_gpt_objective.py and counted by test_decisions.py
 FAST = dict(preset="tiny", full_steps=30, early_frac=0.2, bootstrap=4, males=4, females=12, offspring=3,
             promote=1, promote_random=1, pred_steps=2, inference_samples=1, inference_tokens=8,
-            progress=False, workers=0)
+            progress=False, workers=0, start="full")
 
 
 def fast_config(tmp, data, **kw) -> Config:

@@ -39,7 +39,7 @@ def search(tmp_path_factory):
     os.chdir(tmp)
     try:
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        assert cli(["--table", str(table), "--gens", "1", "--out", str(tmp / "out"), "--no-progress",
+        assert cli(["--table", str(table), "--gens", "1", "--start", "full", "--out", str(tmp / "out"), "--no-progress",
                     "--tracking-uri", uri]) == 0
     finally:
         os.chdir(old)

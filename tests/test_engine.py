@@ -114,7 +114,7 @@ def test_sigkill_then_resume_equals_uninterrupted(combined, tmp_path, shakespear
     args = ["--gens", "2", "--full-steps", "30", "--early-frac", "0.2", "--bootstrap", "4", "--males", "4",
             "--females", "12", "--offspring", "3", "--promote", "1", "--promote-random", "1",
             "--pred-steps", "2", "--inference-samples", "1", "--inference-tokens", "8", "--no-progress",
-            "--out", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--start", "full", "--out", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
             "--data", str(shakespeare_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "evo.run", *args], env=env, cwd=tmp_path,

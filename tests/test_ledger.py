@@ -177,7 +177,8 @@ def table(tmp_path_factory) -> str:
 def search(table, out, fn, **kw) -> Search:
     from evo.checkpoint import Checkpoint
 
-    cfg = Config(table=table, seed=1, workers=0, progress=False, out=str(out), females=8, pred_steps=1, **kw)
+    cfg = Config(table=table, seed=1, workers=0, progress=False, out=str(out), females=8, pred_steps=1,
+                 **{"start": "full", **kw})  # generation 0 as the full start trains it
     ckpt = Checkpoint(cfg.out_dir, cfg.search_fields(), resume=False)
     return Search(cfg, SerialExecutor(fn=fn), NullTracker(), ckpt=ckpt)
 

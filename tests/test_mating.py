@@ -21,7 +21,7 @@ def table(tmp_path_factory) -> str:
 
 
 def search(table, out, **kw) -> Search:
-    kw = {"females": 8, "pred_steps": 1, "bootstrap": 4, "males": 6, "offspring": 4, **kw}
+    kw = {"females": 8, "pred_steps": 1, "bootstrap": 4, "males": 6, "offspring": 4, "start": "full", **kw}
     cfg = Config(table=table, seed=3, workers=0, progress=False, out=str(out), **kw)
     return Search(cfg, SerialExecutor(fn=TableEvaluator(table)), NullTracker(),
                   ckpt=Checkpoint(cfg.out_dir, cfg.search_fields(), resume=False))

@@ -337,7 +337,7 @@ def test_a_table_search_logs_no_model_and_a_best_so_far_staircase_by_table_cost(
     table = make_table(tmp_path / "tab", seed=1)  # a table where the best improves 3 times
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert cli(["--table", str(table), "--gens", "1", "--out", str(tmp_path / "out"), "--no-progress",
+    assert cli(["--table", str(table), "--gens", "1", "--start", "full", "--out", str(tmp_path / "out"), "--no-progress",
                 "--tracking-uri", uri]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["mlflow"]["model_note"].startswith("a table search")

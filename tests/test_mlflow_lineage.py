@@ -31,7 +31,7 @@ def searched(tmp_path_factory):
     meta = json.loads((table / "table.json").read_text())
     (table / "table.json").write_text(json.dumps({**meta, "baseline": BASELINE}))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    args = ["--table", str(table), "--gens", "3", "--bootstrap", "12", "--out", str(tmp / "out"), "--no-progress",
+    args = ["--table", str(table), "--gens", "3", "--bootstrap", "12", "--start", "full", "--out", str(tmp / "out"), "--no-progress",
             "--tracking-uri", uri]
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, redirect_stdout(printed):

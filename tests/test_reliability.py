@@ -120,7 +120,7 @@ def cli_args(cfg, *extra) -> list[str]:
     args = ["--gens", str(cfg.gens), "--full-steps", "30", "--early-frac", "0.2", "--bootstrap", "4",
             "--males", "4", "--females", "12", "--offspring", "3", "--promote", "1", "--promote-random", "1",
             "--pred-steps", "2", "--inference-samples", "1", "--inference-tokens", "8", "--no-progress",
-            "--workers", "0", "--out", str(cfg.out_dir), "--data", str(cfg.data)]
+            "--workers", "0", "--start", cfg.start, "--out", str(cfg.out_dir), "--data", str(cfg.data)]
     if cfg.tracking_uri:
         args += ["--tracking-uri", cfg.tracking_uri]
     return args + list(extra)

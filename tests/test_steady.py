@@ -22,7 +22,7 @@ def table(tmp_path_factory) -> str:
 
 def config(table, out, **kw) -> Config:
     kw = {"females": 8, "pred_steps": 1, "bootstrap": 4, "males": 6, "offspring": 6, "gens": 4, "steady": 3,
-          "mode": "combined", **kw}
+          "mode": "combined", "start": "full", **kw}
     return Config(table=table, seed=5, workers=0, progress=False, out=str(out), **kw)
 
 

@@ -27,7 +27,7 @@ def searched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("warm")
     d = make_table(tmp / "synthetic")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    assert cli(["--table", str(d), "--gens", "2", "--out", str(tmp / "out"), "--no-progress",
+    assert cli(["--table", str(d), "--gens", "2", "--start", "full", "--out", str(tmp / "out"), "--no-progress",
                 "--tracking-uri", uri, "--experiment", "warm"]) == 0
     summary = json.loads((tmp / "out" / "summary.json").read_text())
     return d, uri, read_snapshot(tmp / "out"), summary["mlflow"]["run_id"]
@@ -236,7 +236,7 @@ def test_a_search_warm_started_from_the_other_half_of_its_table(searched, tmp_pa
     a, b = tmp_path / "A", tmp_path / "B"
     assert main(["split", str(d), "--out", str(a), str(b), "--seed", "1"]) == 0
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["--table", str(b), "--gens", "2", "--no-progress", "--tracking-uri", uri, "--warm-start", str(a),
+    args = ["--table", str(b), "--gens", "2", "--start", "full", "--no-progress", "--tracking-uri", uri, "--warm-start", str(a),
             "--bootstrap", "3", "--males", "4", "--offspring", "3"]
     assert cli(args + ["--out", str(tmp_path / "w")]) == 0
     snap = read_snapshot(tmp_path / "w")
