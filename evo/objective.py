@@ -24,7 +24,8 @@ The contract of `fn(config, steps, state) -> (points, state)`:
   returns the points (step, loss) it measured after the previous call's steps, lower is better;
 - the trial's value is the best loss it reported up to `full_steps`;
 - determinism is the objective's: seed its own generators from the config (the search passes the
-  same config and steps for the same trial under the same seed);
+  same config and steps for the same trial under the same seed); an `fn` with a `seed` parameter
+  gets the search's seed from `evo.run` (through Optuna it keeps its default);
 - a non-finite loss (NaN, inf) stops the trial at once (pruned, at the cost of the steps it ran); an
   exception marks the trial FAIL, is logged, and the search goes on; a trial with no point fails.
 
@@ -107,6 +108,13 @@ class Objective:
     name: str = field(default="objective")
     early_frac: float = 0.1  # evo.run --objective: the early budget, as a fraction of full_steps
     baseline: dict | None = None  # evo.run --objective: generation 0's first architecture (default: the centre)
+    # Optional hooks for an objective with more than a loss curve (the GPT of models.objective fills them):
+    preset: Any = None  # a GeneSpace (models.presets.Preset) that evo.run searches instead of `space`
+    evaluate: Callable | None = None  # evo.run: task -> the trainer's whole result (evo.evaluate's shape)
+    step_cost: Callable | None = None  # (space, genes, data) -> one step's cost, known before (default 1)
+    duration: Callable | None = None  # (space, task, cost, done) -> steady clock length (default: cost)
+    cost_unit: str = "training steps"  # what step_cost counts
+    logs_model: bool = False  # evo.run measures the best model's inference and logs it to MLflow
 
     def __post_init__(self):
         if not callable(self.fn):
@@ -122,6 +130,9 @@ class Objective:
         if self.baseline is not None and set(self.baseline) - set(self.space):
             raise ValueError(f"Objective: baseline names {sorted(set(self.baseline) - set(self.space))} "
                              f"that are not in the space")
+        for hook in ("evaluate", "step_cost", "duration"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise ValueError(f"Objective: {hook} must be callable, got {getattr(self, hook)!r}")
         if self.rungs is not None and not all(isinstance(r, int) and 0 < r < self.full_steps
                                               for r in self.rungs):
             raise ValueError(f"Objective: rungs must be integers in (0, full_steps), got {self.rungs!r}")

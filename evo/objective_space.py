@@ -18,7 +18,7 @@ import os
 import pickle
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from models.presets import ChoiceParam, FloatParam, GeneSpace, IntParam
@@ -46,8 +46,13 @@ class ObjectiveSpace(GeneSpace):
 
 
 def objective_space(obj, full_steps: int | None = None, early_frac: float | None = None) -> ObjectiveSpace:
-    """The ObjectiveSpace of an evo.objective.Objective (budgets: the config's overrides, else its own)."""
+    """The ObjectiveSpace of an evo.objective.Objective (budgets: the config's overrides, else its
+    own); an objective with a `preset` (the GPT) is searched on that preset, with the overrides."""
     from evo.objective import Choice, Float, Int, LogFloat
+
+    if obj.preset is not None:
+        changes = {k: v for k, v in (("full_steps", full_steps), ("early_frac", early_frac)) if v is not None}
+        return replace(obj.preset, **changes) if changes else obj.preset
 
     params = []
     for name, p in obj.space.items():
@@ -79,6 +84,8 @@ class ObjectiveEvaluator:
         from evo.objective import load_objective
 
         obj = load_objective(self.spec)
+        if obj.evaluate is not None:  # an objective with its own whole result (the GPT: evo.evaluate)
+            return obj.evaluate(task)
         saved = {"state": None, "points": []}
         if task.load_state:
             with open(task.load_state, "rb") as fh:
@@ -86,7 +93,8 @@ class ObjectiveEvaluator:
         t0 = time.perf_counter()
         done = max((s for s, _ in saved["points"]), default=0)
         try:
-            new, state = obj.fn(dict(task.genes), task.steps, saved["state"])
+            seed = {"seed": task.seed} if takes_seed(obj.fn) else {}
+            new, state = obj.fn(dict(task.genes), task.steps, saved["state"], **seed)
             new = sorted((int(s), float(v)) for s, v in new)
             bad = [s for s, _ in new if not done < s <= task.steps]
             if bad:
@@ -101,6 +109,16 @@ class ObjectiveEvaluator:
                 pickle.dump({"state": state, "points": points}, fh)
             os.replace(tmp, task.save_state)
         return result(task, points, time.perf_counter() - t0)
+
+
+def takes_seed(fn) -> bool:
+    """Whether an objective's fn takes the search's seed (a `seed` parameter)."""
+    import inspect
+
+    try:
+        return "seed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
 
 
 def result(task, points: list, seconds: float) -> dict:

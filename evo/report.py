@@ -216,7 +216,9 @@ def log_best_model(search, tracker, best: dict) -> dict:
 
     if search.cfg.table:
         return {"model_note": "a table search evaluates by lookup: no model exists"}
-    if getattr(search.cfg, "objective", None):
+    from evo.space import search_objective
+
+    if not search_objective(search.cfg).logs_model:
         return {"model_note": "a user objective's model is its own: its pickled state is in --out's states"}
     entry = search.state().get("best") or {}
     if not best or entry.get("key") != best.get("key"):

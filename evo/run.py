@@ -130,7 +130,7 @@ def main(cfg: Config) -> dict:
                 params["data"] = str(data[0])
             if cfg.table:
                 tracker.set_cost_unit(*_table_cost_unit(cfg.table))
-            elif cfg.objective:
+            elif _user_objective(cfg):
                 tracker.set_cost_unit(search.F / 100, "1/100 of a full training (training steps)",
                                      "search/best_val_loss_by_pct_full_steps")
             ckpt.run_id = tracker.start_search(params, run_name=f"{cfg.mode}-{cfg.preset}-seed{cfg.seed}",
@@ -146,7 +146,7 @@ def main(cfg: Config) -> dict:
                 bars.close()
 
                 t_inf = time.perf_counter()
-                best = best_numbers(search, measure=not (cfg.table or cfg.objective))
+                best = best_numbers(search, measure=_measures_model(cfg))
                 t_inf = time.perf_counter() - t_inf
                 summary = _summary(search, tracker, best)
                 wall = time.perf_counter() - t_start - t_inf
@@ -181,6 +181,20 @@ def main(cfg: Config) -> dict:
     return summary
 
 
+def _measures_model(cfg: Config) -> bool:
+    """Whether the search trains a model of models/ (its dataset, inference speed and model are
+    reported): the GPT objective of --preset or --objective models.objective:<preset>."""
+    from evo.space import search_objective
+
+    obj = search_objective(cfg)
+    return obj is not None and obj.logs_model
+
+
+def _user_objective(cfg: Config) -> bool:
+    """Whether the search is of a user's objective (steps as its cost, no model of its own)."""
+    return not cfg.table and not _measures_model(cfg)
+
+
 def _missing_state(path: str, ckpt):
     from evo.checkpoint import CheckpointError
 
@@ -192,7 +206,7 @@ def _missing_state(path: str, ckpt):
 
 def _dataset(cfg: Config) -> tuple[Path, str] | None:
     """(path, sha256) of the dataset a live search trains on; None for a table search (no dataset)."""
-    if cfg.table or cfg.objective:
+    if not _measures_model(cfg):
         return None
     from evo.config import dataset_id
     from models.data import resolve_text
@@ -243,7 +257,7 @@ def _summary(search, tracker, best: dict) -> dict:
     base = records.get("g0-b0") or records.get("baseline")
     base_loss = base.target if base else None  # inf when the baseline's training failed: reported as None
     space = {}
-    if cfg.objective:  # a user's training loop: its name, steps as the cost, its own configuration
+    if _user_objective(cfg):  # a user's training loop: its name, steps as the cost, its own configuration
         space = {"preset": search.preset.name, "cost_unit": "training steps",
                  "baseline_label": "the space's baseline configuration",
                  "inference_note": "inference not measured (a user objective)"}
@@ -251,7 +265,7 @@ def _summary(search, tracker, best: dict) -> dict:
         from evo.table import load_table
 
         space = {"preset": search.preset.name, "cost_unit": load_table(cfg.table).meta["cost_unit"]}
-    return {"mode": cfg.mode, "preset": cfg.preset, **space, "seed": cfg.seed, "gens": cfg.gens,
+    return {"mode": cfg.mode, "preset": cfg.preset if cfg.table else search.preset.name, **space, "seed": cfg.seed, "gens": cfg.gens,
             "best": best, "baseline_best_val_loss": base_loss if base_loss is not None and math.isfinite(base_loss)
             else None, "predictor": pred,
             "compute": dict(search.ledger.compute), "archive_size": len(search.ledger.archive),

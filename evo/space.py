@@ -10,41 +10,48 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from evo.genome import genes_key
-from models.presets import Preset, get_preset
+from models.presets import Preset
+
+
+def search_objective(cfg):
+    """The Objective (evo.objective) a live run searches: --objective's, else the GPT of --preset
+    (models.objective); None for --table, whose rows are the evaluation."""
+    if cfg.table:
+        return None
+    from evo.objective import load_objective
+
+    return load_objective(cfg.objective or f"models.objective:{cfg.preset}")
 
 
 def search_preset(cfg) -> Preset:
-    """The space a run searches: its preset with the config's budget overrides (or --table's space)."""
+    """The space a run searches: its objective's (for the GPT, its preset) with the config's budget
+    overrides, or --table's space."""
     if cfg.table:
         from evo.table import load_table
         return load_table(cfg.table).space()
-    if getattr(cfg, "objective", None):
-        from evo.objective import load_objective
-        from evo.objective_space import objective_space
-        return objective_space(load_objective(cfg.objective), cfg.full_steps, cfg.early_frac)
-    p = get_preset(cfg.preset)
-    changes = {k: v for k, v in (("full_steps", cfg.full_steps), ("early_frac", cfg.early_frac)) if v is not None}
-    return replace(p, **changes) if changes else p
+    from evo.objective_space import objective_space
+
+    return objective_space(search_objective(cfg), cfg.full_steps, cfg.early_frac)
 
 
 def step_cost(cfg, preset: Preset, genes: dict) -> float:
-    """What one training step of `genes` is charged, known before it runs: training FLOPs (exactly
-    what the trainer will count), or the table's cost per step for --table. The runner checks it
-    before every evaluation so that a search never spends more than --budget-flops."""
+    """What one training step of `genes` is charged, known before it runs: the objective's step cost
+    (the GPT: exactly the training FLOPs the trainer will count; a user's objective without one: 1,
+    a training step), or the table's cost per step for --table. The runner checks it before every
+    evaluation so that a search never spends more than --budget-flops."""
     if cfg.table:
         from evo.table import load_table
         t = load_table(cfg.table)
         return float(t.cost_per_step[t.row_of(genes)])
-    if getattr(cfg, "objective", None):
-        return 1.0  # a user's objective is charged in training steps
-    return _live_step_flops(preset, genes_key(genes), cfg.data)
+    obj = search_objective(cfg)
+    return 1.0 if obj.step_cost is None else float(obj.step_cost(preset, genes, cfg.data))
 
 
 _STEP_FLOPS: dict = {}
 
 
-def _live_step_flops(preset: Preset, key: str, data: str | None) -> float:
+def live_step_flops(preset: Preset, key: str, data: str | None) -> float:
+    """Training FLOPs of one step of the GPT of `key`'s genes (models.objective's step cost)."""
     cache_key = (repr(preset), key, data)
     if cache_key not in _STEP_FLOPS:
         import torch
@@ -60,12 +67,16 @@ def _live_step_flops(preset: Preset, key: str, data: str | None) -> float:
 
 
 def duration(cfg, preset: Preset, task, cost: float, done: int) -> float:
-    """A task's length on the virtual clock of steady-state scheduling: its training FLOPs (`cost`,
-    for steps done+1 .. task.steps) plus the forward FLOPs of the evaluations it runs (a third of a
-    training token's per token, over the preset's fixed windows; 35-45% of an early training's time
-    on the tiny preset). A table's tasks last their cost."""
-    if cfg.table or getattr(cfg, "objective", None):
-        return cost
+    """A task's length on the virtual clock of steady-state scheduling: the objective's duration
+    (the GPT: live_duration), else its cost; a table's tasks last their cost."""
+    obj = None if cfg.table else search_objective(cfg)
+    return cost if obj is None or obj.duration is None else float(obj.duration(preset, task, cost, done))
+
+
+def live_duration(preset: Preset, task, cost: float, done: int) -> float:
+    """The GPT's task length: its training FLOPs (`cost`, for steps done+1 .. task.steps) plus the
+    forward FLOPs of the evaluations it runs (a third of a training token's per token, over the
+    preset's fixed windows; 35-45% of an early training's time on the tiny preset)."""
     _, tc = preset.configs(task.genes, vocab_size=2)  # the schedule only; the vocabulary does not matter
     evals = sum(tc.evaluates_at(k) or k == task.steps for k in range(done + 1, task.steps + 1)) + (done == 0)
     windows = preset.n_val_windows + preset.n_train_eval_windows
