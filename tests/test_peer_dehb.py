@@ -21,12 +21,12 @@ def table(tmp_path_factory):
     return str(make_table(tmp_path_factory.mktemp("t"), n=60, seed=1))
 
 
-def search(table, seed, trainings, fn=None, **opts) -> PeerSearch:
+def search(table, seed, trainings, fn=None, ckpt=None, **opts) -> PeerSearch:
     """DEHB against `table` for `trainings` mean full trainings of its cost."""
     budget = trainings * load_table(table).mean_full_cost()
     cfg = Config(mode="baseline", table=table, seed=seed, budget_flops=budget, workers=0, progress=False)
     s = PeerSearch(cfg, "dehb", SerialExecutor(fn=fn or TableEvaluator(table)), NullTracker(),
-                   ckpt=MemoryCheckpoint({}), **opts)
+                   ckpt=ckpt or MemoryCheckpoint({}), **opts)
     s.run()
     return s
 
@@ -57,6 +57,17 @@ def test_same_seed_same_search(table):
     a, b, c = search(table, 4, 20), search(table, 4, 20), search(table, 5, 20)
     assert a.state() == b.state() and a.ledger.history == b.ledger.history
     assert [r.genes for r in a.ledger.records.values()] != [r.genes for r in c.ledger.records.values()]
+
+
+def test_a_rerun_on_the_same_journal_trains_nothing_and_ends_the_same(table):
+    ckpt = MemoryCheckpoint({})
+    first = search(table, 3, 20, ckpt=ckpt)
+
+    def no_training(task):
+        raise AssertionError(f"{task.key} was trained again")
+
+    again = search(table, 3, 20, fn=no_training, ckpt=ckpt)  # DEHB asks the same, the journal answers
+    assert again.state() == first.state() and len(first.ledger.records) > 20
 
 
 def test_records_are_trained_to_dehbs_fidelities_in_hyperbands_brackets(table):
