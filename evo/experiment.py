@@ -21,7 +21,7 @@ import numpy as np
 
 from evo.checkpoint import Checkpoint, read_snapshot
 from evo.config import MODES, Config
-from evo.peers import PEERS
+from evo.peers import PEERS, missing
 
 METHODS = MODES + PEERS
 # the default budget, in full trainings of the preset's baseline; docs/EXPERIMENTS.md has the arithmetic
@@ -57,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     f"(default: --budget-trainings x one full training of the preset's baseline)")
     ap.add_argument("--budget-trainings", type=float, default=DEFAULT_BUDGET_TRAININGS,
                     help="the budget in full trainings of the preset's baseline, when --budget-flops is not given")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    ap.add_argument("--methods", default=",".join(m for m in METHODS if not missing(m)),
+                    help=f"comma list of {', '.join(METHODS)} (default: all whose package is installed)")
     ap.add_argument("--out", default="results/experiment", help="results folder (results/<name>)")
     ap.add_argument("--full-steps", type=int, default=None, help="override the preset's full budget")
     ap.add_argument("--early-frac", type=float, default=None, help="override the preset's early fraction")

@@ -109,6 +109,6 @@ def test_a_rerun_on_the_same_journal_replays_every_result(table):
 
 
 def test_each_peer_is_a_module_of_evo_peers_found_by_name():
-    assert PEERS == ("random", "asha", "evolution", "hyperband")
+    assert PEERS == ("random", "asha", "evolution", "hyperband", "dehb")
     assert {c.__module__ for c in METHODS.values()} == {"evo.peers.random_search", "evo.peers.asha", "evo.peers.aging",
-                                                       "evo.peers.hyperband"}
+                                                       "evo.peers.hyperband", "evo.peers.dehb"}

@@ -93,11 +93,12 @@ def test_a_malformed_table_names_the_file_and_line(table_dir, tmp_path, file, ed
 
 
 def test_every_method_runs_against_the_table(table_dir):
+    from evo.peers import missing
     from evo.tablestats import METHODS, at_budget, run_method
 
     t = load_table(str(table_dir))
     unit = t.mean_full_cost()
-    for m in METHODS:
+    for m in (m for m in METHODS if not missing(m)):  # dehb: an optional install
         r = run_method(str(table_dir), m, 3, 20 * unit)
         assert r["history"], m
         costs = [h["cost"] for h in r["history"]]

@@ -14,6 +14,7 @@ its `name`, so adding a method is adding one file.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 
 from evo.checkpoint import Checkpoint
@@ -38,6 +39,12 @@ def _subclasses(cls) -> list[type]:
 
 METHODS = _discover()
 PEERS = tuple(METHODS)
+
+
+def missing(method: str) -> str | None:
+    """The package a peer method needs that is not installed (None: it can run)."""
+    need = METHODS[method].requires if method in METHODS else None
+    return need if need and importlib.util.find_spec(need) is None else None
 
 
 class PeerSearch:

@@ -18,6 +18,8 @@ class Peer(Planned):
     """where the method is listed among the peers (lowest first)"""
     options: dict = {}
     """the method's options and their defaults (`evo.experiment`'s flags set them)"""
+    requires: str | None = None
+    """a package the method imports when it runs, not one of the project's dependencies"""
     every_phase_is_outcome = True  # every rung's losses are logged: a peer decides between rungs
     every_training = True  # the ledger's history gets a point after every training
 
