@@ -158,6 +158,15 @@ def trial_runner(objective: Objective, pruner) -> Callable:
     F = objective.full_steps
 
     def run(trial):
+        try:
+            return _run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # the trial FAILs; its error stays in the study (and in MLflow)
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+
+    def _run(trial):
         config = {name: p.suggest(trial, name) for name, p in objective.space.items()}
         trial.set_user_attr("full_steps", F)
         # the DimorphPruner's rungs (another pruner: one call to the full budget, judged point by point)
@@ -184,8 +193,11 @@ def trial_runner(objective: Objective, pruner) -> Callable:
 
 def search(objective: Objective, budget: float | None = 20.0, n_trials: int | None = None,
            seed: int = 0, storage: str | None = None, study_name: str | None = None,
-           keep: float = 1 / 3, sampler=None, pruner=None):
-    """Search `objective` until `budget` full trainings (in steps) or `n_trials` trials: a study."""
+           keep: float = 1 / 3, sampler=None, pruner=None, tracking_uri: str | None = None,
+           experiment: str | None = None):
+    """Search `objective` until `budget` full trainings (in steps) or `n_trials` trials: a study.
+    With `tracking_uri` (or `experiment`), each finished trial is logged to MLflow as well
+    (evo.tracking.studies: the study a parent run, each trial a child)."""
     import optuna
 
     from evo.optuna_search import DimorphPruner, DimorphSampler
@@ -207,8 +219,18 @@ def search(objective: Objective, budget: float | None = 20.0, n_trials: int | No
             study.stop()
     if limit is not None and spent_steps(study) >= limit:
         return study
-    study.optimize(trial_runner(objective, pruner), n_trials=n_trials, callbacks=[stop],
-                   catch=(Exception,))
+    callbacks = [stop]
+    logger = None
+    if tracking_uri is not None or experiment is not None:
+        from evo.tracking.studies import StudyLogger
+        logger = StudyLogger(tracking_uri, experiment or "dimorph-optuna", full_steps=F, spent=spent_steps)
+        callbacks.insert(0, logger)
+    try:
+        study.optimize(trial_runner(objective, pruner), n_trials=n_trials, callbacks=callbacks,
+                       catch=(Exception,))
+    finally:
+        if logger is not None:
+            logger.finish(study)
     return study
 
 
@@ -237,12 +259,16 @@ def cli(argv=None) -> int:
     ap.add_argument("--storage", default=None, help="an Optuna storage URL, e.g. sqlite:///search.db")
     ap.add_argument("--study", default=None, help="the study's name (default: the objective's)")
     ap.add_argument("--keep", type=float, default=1 / 3, help="fraction kept at each rung")
+    ap.add_argument("--tracking-uri", default=None, help="also log each finished trial to this MLflow store "
+                    "(e.g. sqlite:///mlflow.db)")
+    ap.add_argument("--experiment", default=None, help="the MLflow experiment (default dimorph-optuna)")
     a = ap.parse_args(argv)
     try:
         import optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = search(load_objective(a.objective), budget=a.budget, n_trials=a.trials, seed=a.seed,
-                       storage=a.storage, study_name=a.study, keep=a.keep)
+                       storage=a.storage, study_name=a.study, keep=a.keep, tracking_uri=a.tracking_uri,
+                       experiment=a.experiment)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

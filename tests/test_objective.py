@@ -132,3 +132,63 @@ def test_python_m_evo_objective_runs_a_users_objective():
                           "--budget", "2"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1].startswith("best loss ")
+
+
+def test_evo_run_warm_starts_a_users_objective_from_earlier_searches(tmp_path):
+    """--warm-start mlflow with --objective: the females start from every fully trained evaluation
+    of an earlier search of the same objective at the same budgets, once per architecture."""
+    import json
+
+    from evo.checkpoint import read_snapshot
+    from evo.config import Config
+    from evo.run import main
+
+    kw = dict(objective="objective_helpers:objective", bootstrap=4, males=4, females=12, offspring=3,
+              promote=1, promote_random=1, pred_steps=2, progress=False, workers=0,
+              tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="warm")
+    main(Config(gens=2, out=str(tmp_path / "a"), **kw))
+    archive = read_snapshot(tmp_path / "a")["archive"]
+    main(Config(gens=1, out=str(tmp_path / "b"), warm_start="mlflow", **kw))
+    events = [json.loads(ln) for ln in (tmp_path / "b" / "journal.jsonl").read_text().splitlines()]
+    warm = next(e["value"] for e in events if e["id"] == "warm")
+    assert len(archive) >= 4 and len(warm) == len({json.dumps(r["genes"], sort_keys=True) for r in archive})
+    assert all(k.startswith("warm:mlflow:") for k in warm)
+    with pytest.raises(ValueError, match="warm"):  # another objective's searches are not its curves
+        main(Config(gens=1, out=str(tmp_path / "c"), warm_start="mlflow",
+                    **{**kw, "objective": "examples.digits:objective"}))
+
+
+def test_the_optuna_route_logs_each_trial_to_mlflow(tmp_path):
+    """search(..., tracking_uri): the study a parent run, each finished trial a child with its
+    config, every reported point and its cost; a search started again logs under the same parent
+    and never logs a trial twice."""
+    from mlflow.tracking import MlflowClient
+
+    uri, url = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 's.db'}"
+    study = search(h.objective, budget=3, seed=2, storage=url, study_name="logged", tracking_uri=uri)
+    study = search(h.objective, budget=5, seed=2, storage=url, study_name="logged", tracking_uri=uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("dimorph-optuna")
+    parent = client.get_run(study.user_attrs["mlflow_run_id"])
+    assert parent.info.run_name == "logged" and parent.data.tags["dimorph.route"] == "optuna"
+    kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                              max_results=1000)
+    by_number = {int(k.data.tags["optuna.trial_number"]): k for k in kids}
+    assert len(kids) == len(by_number) == len(study.trials)  # each trial once, across the two searches
+    for t in study.trials:
+        k = by_number[t.number]
+        assert k.data.tags["optuna.state"] == t.state.name
+        assert k.data.params == {n: str(v) for n, v in t.params.items()}
+        hist = client.get_metric_history(k.info.run_id, "val/loss")
+        finite = {s: v for s, v in t.intermediate_values.items() if math.isfinite(v)}
+        assert {m.step: m.value for m in hist if math.isfinite(m.value)} == pytest.approx(finite)
+        cost = 30 if t.state == TrialState.COMPLETE else (t.last_step or 0)
+        assert k.data.metrics["cost/steps"] == cost
+        if t.state == TrialState.COMPLETE:
+            assert k.data.metrics["final/value"] == pytest.approx(t.value)
+        if t.state == TrialState.FAIL:
+            assert "crashes" in k.data.tags["dimorph.error"]
+    best = client.get_metric_history(parent.info.run_id, "search/best_value")
+    assert best[-1].value == pytest.approx(study.best_value)
+    steps = client.get_metric_history(parent.info.run_id, "search/training_steps")
+    assert max(m.value for m in steps) == spent_steps(study)

@@ -13,7 +13,8 @@ its code bundled as the package `dimorph_models`.
 Modules: store (the first mlflow import, with telemetry off; URIs, clients, experiments, names and
 limits), writer (Tracker), summary (the result as metrics, tags and text), readers (curves and
 fully trained evaluations of logged runs), models (the logged model), server (the MLflow UI on a
-store for evo.ui: what to open, the server's process).
+store for evo.ui: what to open, the server's process), studies (an Optuna study of evo.objective's
+route: a parent run, a child per finished trial).
 """
 from evo.tracking.store import (  # first: it turns telemetry off before mlflow is imported
     ERROR_CHARS, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FINAL_PHASES, JUDGE_CHARS,
