@@ -218,8 +218,6 @@ def log_best_model(search, tracker, best: dict) -> dict:
         return {"model_note": "a table search evaluates by lookup: no model exists"}
     from evo.space import search_objective
 
-    if not search_objective(search.cfg).logs_model:
-        return {"model_note": "a user objective's model is its own: its pickled state is in --out's states"}
     entry = search.state().get("best") or {}
     if not best or entry.get("key") != best.get("key"):
         return {"model_note": "no architecture finished training"}
@@ -229,6 +227,11 @@ def log_best_model(search, tracker, best: dict) -> dict:
                 else "the best architecture's trained state was not kept")
         print(f"warning: no model logged: {note}", file=sys.stderr)
         return {"model_note": note}
+    if not search_objective(search.cfg).logs_model:  # a user's model: its pickled state, as it is
+        tracker.log_artifact(path, "best_state")
+        where = f"best_state/{Path(path).name}"
+        return {"model_note": "a pickle of {'state': what fn returned last, 'points': the curve}",
+                "state_artifact": where}
     from evo.config import dataset_id
     from models.data import load_dataset
     from models.train import load_state, model_from_state

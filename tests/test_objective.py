@@ -93,6 +93,15 @@ def test_evo_run_searches_a_users_objective_with_the_runner(tmp_path):
     assert "the space's baseline configuration, same budget: best val loss 1.0000" in format_summary(
         {**a, "baseline_best_val_loss": 1.0})
     assert "params)" not in text and "table lookup" not in text
+    # the objective's model: the best's pickled state, as an artifact of the search's run
+    import pickle
+
+    from mlflow.tracking import MlflowClient
+    where = a["mlflow"]["state_artifact"]
+    assert where.startswith("best_state/") and f"best state (the objective's own model) {where}" in text
+    local = MlflowClient(kw["tracking_uri"]).download_artifacts(a["mlflow"]["run_id"], where, str(tmp_path / "dl"))
+    saved = pickle.load(open(local, "rb"))
+    assert saved["state"] == 30 and saved["points"][-1] == (30, pytest.approx(best["best_val_loss"]))
 
 
 def test_evo_run_refuses_a_bad_objective():

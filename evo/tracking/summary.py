@@ -171,6 +171,9 @@ def summary_lines(s: dict, markdown: bool = False, run_lines=()) -> list[str]:
         sample = f"python -m evo.sample --run-id {m.get('run_id')}{store}"
         name = f"{code(m['model_name'])} " if m.get("model_name") else ""
         lines.append(fact(f"best model {name}{code(m['model_uri'])}: {code(sample)}"))
+    elif m.get("state_artifact"):  # a user objective: its best state, as the objective returned it
+        lines.append(fact(f"best state (the objective's own model) {code(m['state_artifact'])} on the "
+                          f"search's run: {m['model_note']}"))
     elif m.get("model_note"):
         lines.append(fact(f"no model logged: {m['model_note']}"))
     return lines
