@@ -2,6 +2,7 @@
 
     python benchmarks/regression.py --seeds 50 --out benchmarks/results/regression_before.json
     python benchmarks/regression.py --seeds 50 --compare benchmarks/results/regression_before.json
+    python benchmarks/regression.py --seeds 10 --override '{"start": "full"}' --compare benchmarks/results/regression_v2.json
 
 Each method-variant-seed runs against the table to a fixed budget; its fingerprint is the sha256 of
 the search's whole final state (records, males, females, lineage, credit, compute, history, logbook,
@@ -30,9 +31,9 @@ VARIANTS = {  # name: (method, Config overrides): the seven methods, and the loo
 
 
 def _job(args):
-    table, name, seed, budget = args
+    table, name, seed, budget, override = args
     method, opts = VARIANTS[name]
-    r = run_method(table, method, seed, budget, dict(opts), state=True)
+    r = run_method(table, method, seed, budget, {**override, **opts}, state=True)
     text = json.dumps(r["state"], sort_keys=True, default=repr)
     return {"variant": name, "seed": seed, "sha256": hashlib.sha256(text.encode()).hexdigest(),
             "best": r["history"][-1]["best"] if r["history"] else None, "champion": r.get("champion"),
@@ -48,13 +49,15 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the fingerprints here (JSON)")
     ap.add_argument("--compare", default=None, help="fingerprints of another version to compare with")
+    ap.add_argument("--override", default="{}", help="JSON: Config settings for every variant, e.g. "
+                    "'{\"start\": \"full\"}' to compare with fingerprints taken under an older default")
     a = ap.parse_args(argv)
     names = a.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
     budget = a.budget * load_table(a.table).mean_full_cost()
-    jobs = [(a.table, n, s, budget) for n in names for s in range(a.seeds)]
+    jobs = [(a.table, n, s, budget, json.loads(a.override)) for n in names for s in range(a.seeds)]
     t0 = time.perf_counter()
     with get_context("spawn").Pool(a.workers) as pool:
         rows = pool.map(_job, jobs, chunksize=1)
