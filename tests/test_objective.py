@@ -197,6 +197,9 @@ def test_the_optuna_route_logs_each_trial_to_mlflow(tmp_path):
             assert k.data.metrics["final/value"] == pytest.approx(t.value)
         if t.state == TrialState.FAIL:
             assert "crashes" in k.data.tags["dimorph.error"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**Best value {study.best_value:.6g}: trial {study.best_trial.number} (")
+    assert f"{len(study.trials)} trials (" in note and f"{spent_steps(study)} training steps" in note
     best = client.get_metric_history(parent.info.run_id, "search/best_value")
     assert best[-1].value == pytest.approx(study.best_value)
     steps = client.get_metric_history(parent.info.run_id, "search/training_steps")

@@ -78,7 +78,24 @@ class StudyLogger:
                               tags=[RunTag("dimorph.trials", str(len(study.get_trials(deepcopy=False))))])
 
     def finish(self, study) -> None:
-        """Close the study's parent run (a later search of the same study reopens it by logging)."""
+        """Describe the study on its parent run (the best trial first) and close the run (a later
+        search of the same study logs under it again)."""
+        from optuna.trial import TrialState
+
         run_id = study.user_attrs.get(RUN_ATTR)
-        if run_id:
-            self.client.set_terminated(run_id, "FINISHED")
+        if not run_id:
+            return
+        trials = study.get_trials(deepcopy=False)
+        count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED,
+                                                                   TrialState.FAIL)}
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        lines = []
+        if done:
+            b = min(done, key=lambda t: t.value)
+            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.params.items())
+            lines.append(f"**Best value {b.value:.6g}: trial {b.number} ({params}).**")
+        cost = f", {self.spent(study)} training steps" if self.spent is not None else ""
+        lines.append(f"{len(trials)} trials ({count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} "
+                     f"pruned, {count[TrialState.FAIL]} failed){cost}; each finished trial is a child run.")
+        self.client.set_tag(run_id, "mlflow.note.content", "\n\n".join(lines)[:MAX_TAG_VALUE])
+        self.client.set_terminated(run_id, "FINISHED")
