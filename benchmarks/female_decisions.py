@@ -42,9 +42,12 @@ def main(argv=None):
         if self.judge(champion) is not None and recs and chosen:
             by_early = min(recs, key=lambda r: (r.early_val, r.key)).key
             truth = {r.key: float(tab.targets[tab.row_of(r.genes)]) for r in recs}
+            ref = self.fem.reference()
             decisions.append({"seed": self.cfg.seed, "judge": str(self.judge(champion)), "female": chosen[0],
                               "early": by_early, "differs": chosen[0] != by_early,
-                              "gain": truth[by_early] - truth[chosen[0]]})
+                              "gain": truth[by_early] - truth[chosen[0]],
+                              "ref_holdout": float(getattr(ref, "holdout_tau", float("nan"))) if ref else None,
+                              "ref_fit": float(ref.fitness.values[0]) if ref else None})
         return chosen, lucky
 
     CoEvolution.promote = promote
@@ -62,6 +65,11 @@ def main(argv=None):
         print(f"where they differ: the champion's pick is better in {int((gains > 0).sum())}, worse in "
               f"{int((gains < 0).sum())}, tied in {int((gains == 0).sum())}; mean gain {gains.mean():+.4f}, "
               f"median {np.median(gains):+.4f} (true target, lower is better)")
+    held = np.array([x["ref_holdout"] for x in decisions if x["ref_holdout"] is not None], dtype=float)
+    if held.size:
+        print(f"the reference (v_last) held out: score 1 (cannot be beaten there) in "
+              f"{100 * np.mean(held >= 1.0):.0f}% of judged promotions, no held-out part yet in "
+              f"{100 * np.mean(np.isnan(held)):.0f}%, median {np.nanmedian(held):.2f}" if np.isfinite(held).any() else "")
     top = sorted(judges.items(), key=lambda kv: -kv[1])[:5]
     print("most frequent judges: " + "; ".join(f"{j} ({n})" for j, n in top))
     if a.out:

@@ -19,7 +19,7 @@ except ImportError:  # not POSIX: no locking
 FORMAT, VERSION = "dimorph-checkpoint", 1
 LOCK_NAME = "dimorph.lock"
 GROWS = ("gens",)  # settings a resume may raise: a finished search can be extended
-ADDED = ("data", "steady", "start", "champion")  # settings older checkpoints did not record: compared only when recorded
+ADDED = ("data", "steady", "start", "champion", "female_fitness")  # settings older checkpoints did not record: compared only when recorded
 
 
 class CheckpointError(ValueError):

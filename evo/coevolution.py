@@ -35,7 +35,8 @@ class CoEvolution(Planned):
         self.mode, self.pairing = MODES[cfg.mode], PAIRINGS[cfg.pairing]
         self.E, self.F = preset.early_steps, preset.full_steps
         self.arch_tb = make_arch_toolbox(preset)
-        self.fem = Females(cfg.arch_features, rule=cfg.champion) if self.mode.females else None
+        self.fem = (Females(cfg.arch_features, rule=cfg.champion, fitness=cfg.female_fitness,
+                            size=cfg.offspring, picks=cfg.promote) if self.mode.females else None)
         self.halving = Halving(cfg.promote, cfg.promote_random, cfg.rungs, cfg.eta)
         self.seen: set[str] = set()   # genes_key of every architecture evaluated so far
         self.males: list = []

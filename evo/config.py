@@ -12,6 +12,7 @@ MODES = ("baseline", "male", "female", "combined")
 PAIRINGS = ("choice", "ranked", "random")
 STARTS = ("full", "bracket")
 CHAMPIONS = ("reference", "fit", "holdout", "blend", "linear")
+FEMALE_FITNESSES = ("tau", "top")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class Config:
     rule's champion, or a non-negative blend of the top five formulas where it beats her on both parts)
     or linear (the same with her output plus a least-squares weight per architecture feature; needs
     --arch-features)"""
+    female_fitness: str = "tau"
+    """what a female is judged by, on the fit and on the held-out part of the archive alike (so the
+    champion rule too): tau (Kendall tau of her predictions with the final losses) or top (how good
+    her picks are: over fixed random subsets of --offspring architectures, the true rank of the
+    --promote she ranks best, 1 for the true best, -1 for the worst, 0 for a random pick)"""
     pred_steps: int = 5
     """GP generations the females run on the archive each generation (scoring is cheap)"""
     budget_flops: float | None = None
@@ -144,6 +150,8 @@ class Config:
              f"at a time; it does not take --rungs (got --rungs {self.rungs})")
         need(self.start in STARTS, f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
         need(self.champion in CHAMPIONS, f"champion must be one of {', '.join(CHAMPIONS)}, got {self.champion!r}")
+        need(self.female_fitness in FEMALE_FITNESSES, f"female_fitness must be one of "
+             f"{', '.join(FEMALE_FITNESSES)}, got {self.female_fitness!r}")
         need(self.bootstrap >= 3, f"bootstrap must be >= 3 (females need an archive to rank), got {self.bootstrap}")
         need(self.budget_flops is None or self.budget_flops > 0,
              f"budget_flops must be > 0, got {self.budget_flops}")

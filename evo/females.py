@@ -10,13 +10,14 @@ import numpy as np
 from deap import algorithms, tools
 
 from primitives.features import ARCH_FEATURES, CURVE_FEATURES, feature_matrix
-from primitives.fitness import calibrate, holdout_mask, kendall_tau, paired_count
+from primitives.fitness import calibrate, holdout_mask, kendall_tau, paired_count, top_pick
 from primitives.gp import make_pred_toolbox, tree_from_string
 from primitives.pset import compile_tree, ensure_pred_types, make_pset
 
 MIN_FIT, MIN_HOLDOUT = 3, 2
 REFERENCE = "v_last"  # the last early validation loss: a strong predictor that needs no fitting
 LINEAR_RIDGE = 0.1  # rule "linear": ridge penalty per curve on the standardised columns
+FITNESSES = ("tau", "top")  # Config.female_fitness
 CREDIT_WEIGHT = 0.1  # how much a female's record as a chooser moves her in the mating order (in tau)
 
 
@@ -24,9 +25,14 @@ class Females:
     """Population, toolbox and scoring of the predictor species (pred_*)."""
 
     def __init__(self, arch_features: bool = False, cxpb: float = 0.5, mutpb: float = 0.3,
-                 rule: str = "reference"):
+                 rule: str = "reference", fitness: str = "tau", size: int = 12, picks: int = 1):
         ensure_pred_types()
         self.rule = rule
+        if fitness not in FITNESSES:
+            raise ValueError(f"female fitness must be one of {', '.join(FITNESSES)}, got {fitness!r}")
+        # "top": the decisions' score (primitives.fitness.top_pick) over generations of `size`
+        # children of which `picks` are promoted; "tau": Kendall tau
+        self.fitness, self.size, self.picks = fitness, size, max(1, picks)
         self.features = tuple(CURVE_FEATURES) + (tuple(ARCH_FEATURES) if arch_features else ())
         self.pset = make_pset(self.features)
         self.toolbox = make_pred_toolbox(self.pset)
@@ -73,17 +79,25 @@ class Females:
             return np.zeros(len(archive), dtype=bool)
         return mask
 
+    def agreement(self, pred, target) -> float:
+        """The fitness measure on one part of the archive: Kendall tau ("tau"), or how good the
+        formula's promotion picks are ("top", primitives.fitness.top_pick); both in [-1, 1]."""
+        if self.fitness == "top":
+            return top_pick(pred, target, self.size, self.picks)
+        return kendall_tau(pred, target)
+
     def score(self, pop: list, archive: list) -> None:
-        """fitness = (Kendall tau on the archive's fit part, tree size); the holdout tau kept aside
-        (`holdout_tau`), with the number of held-out architectures it ranks (`holdout_n`, 0 when
-        the archive is too small to hold any out)."""
+        """fitness = (agreement on the archive's fit part, tree size): Kendall tau by default, the
+        decisions' score with fitness "top"; the same measure on the holdout part kept aside
+        (`holdout_tau`, whatever the measure), with the number of held-out architectures it ranks
+        (`holdout_n`, 0 when the archive is too small to hold any out)."""
         y = np.array([r.target for r in archive])
         mask = self.split(archive)
         X = feature_matrix([r.features for r in archive], self.features) if archive else None
         for ind in pop:
             p = self.raw(ind, archive, X)
-            ind.fitness.values = (kendall_tau(p[~mask], y[~mask]), len(ind))
-            ind.holdout_tau = kendall_tau(p[mask], y[mask]) if mask.any() else float("nan")
+            ind.fitness.values = (self.agreement(p[~mask], y[~mask]), len(ind))
+            ind.holdout_tau = self.agreement(p[mask], y[mask]) if mask.any() else float("nan")
             ind.holdout_n = paired_count(p[mask], y[mask]) if mask.any() else 0
 
     @staticmethod

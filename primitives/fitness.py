@@ -7,6 +7,9 @@ fitness is (Kendall tau on the FIT part, tree size): tau up, size down (creator.
 holdout tau decides the champion among the top females (evo.females.Females.champion). A part with
 fewer than two records has tau 0.0 (undefined). Tau is scale-free; `calibrate` maps predictions to
 losses for display.
+
+`top_pick` is the decision-based alternative (Config.female_fitness "top"): how good a formula's
+picks are when, as in a generation's promotion, it chooses the best few of a handful of candidates.
 """
 from __future__ import annotations
 
@@ -66,6 +69,66 @@ def _kendall_tau_sorted(x: np.ndarray, y: np.ndarray) -> float:
         return 0.0
     t = float(kendalltau(cx, cy).statistic)
     return t if np.isfinite(t) else 0.0
+
+
+TOP_SUBSETS = 256
+"""random subsets `top_pick` averages over"""
+TOP_SEED = 20261206
+"""seed of those subsets (fixed: the score of a formula on an archive never varies)"""
+
+
+@functools.lru_cache(maxsize=256)
+def _subsets(n: int, m: int, k: int) -> np.ndarray:
+    """`k` random subsets (rows) of size m of range(n), the same for every (n, m, k); one row, the
+    whole range, when m == n. Read-only."""
+    if m >= n:
+        out = np.arange(n)[None, :]
+    else:
+        rng = np.random.default_rng([TOP_SEED, n, m, k])
+        out = np.argsort(rng.random((k, n)), axis=1)[:, :m]
+    out.setflags(write=False)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _subset_ranks(target: bytes, n: int, m: int, k: int) -> np.ndarray:
+    """True ranks 0..m-1 of each subset's members within the subset, ties given their average rank
+    (cached: every female of a generation is scored on the same targets)."""
+    Y = np.frombuffer(target, dtype=float)[_subsets(n, m, k)]
+    less = (Y[:, None, :] < Y[:, :, None]).sum(-1)
+    equal = (Y[:, None, :] == Y[:, :, None]).sum(-1)
+    out = less + 0.5 * (equal - 1)
+    out.setflags(write=False)
+    return out
+
+
+def top_pick(pred, target, size: int, picks: int = 1, subsets: int = TOP_SUBSETS) -> float:
+    """How good the picks of a formula are: over `subsets` fixed random subsets of `size` records (a
+    generation's children), the `picks` with the lowest prediction are chosen (as promotion does),
+    and scored by their true rank in the subset: 1 when they are the truly best `picks`, -1 when
+    they are the worst, 0 on average for a random choice (tau's scale). Predictions tied across the
+    cut count as a random choice among them (the tied share the picks left equally); true ties share
+    their average rank; a NaN prediction is never picked before a number. Records with a NaN target
+    are dropped. 0.0 when undefined: no more records than picks, or no picks."""
+    p = np.asarray(pred, dtype=float).ravel()
+    y = np.asarray(target, dtype=float).ravel()
+    if p.shape != y.shape:
+        raise ValueError(f"pred and target must have the same length, got {p.size} and {y.size}")
+    keep = ~np.isnan(y)
+    p, y = np.where(np.isnan(p[keep]), np.inf, p[keep]), np.ascontiguousarray(y[keep])
+    n = y.size
+    m = min(int(size), n)
+    if picks < 1 or m <= picks:
+        return 0.0
+    idx = _subsets(n, m, int(subsets))
+    P = p[idx]
+    cut = np.sort(P, axis=1)[:, picks - 1: picks]  # the last pick's prediction
+    below, at = P < cut, P == cut
+    left = picks - below.sum(1, keepdims=True)  # picks the tied at the cut share
+    share = np.where(below, 1.0, np.where(at, left / at.sum(1, keepdims=True), 0.0))
+    got = (share * _subset_ranks(y.tobytes(), n, m, int(subsets))).sum(1) / picks  # 0: the best
+    best, worst = (picks - 1) / 2, m - 1 - (picks - 1) / 2
+    return float(np.mean(1.0 - 2.0 * (got - best) / (worst - best)))
 
 
 def paired_count(x, y) -> int:
