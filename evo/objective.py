@@ -108,7 +108,7 @@ class Objective:
     name: str = field(default="objective")
     early_frac: float = 0.1  # evo.run --objective: the early budget, as a fraction of full_steps
     baseline: dict | None = None  # evo.run --objective: generation 0's first architecture (default: the centre)
-    # Optional hooks for an objective with more than a loss curve (the GPT of models.objective fills them):
+    # Optional hooks for an objective with more than a loss curve (the GPT of evo.gpt_objective fills them):
     preset: Any = None  # a GeneSpace (models.presets.Preset) that evo.run searches instead of `space`
     evaluate: Callable | None = None  # evo.run: task -> the trainer's whole result (evo.evaluate's shape)
     step_cost: Callable | None = None  # (space, genes, data) -> one step's cost, known before (default 1)

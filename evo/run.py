@@ -183,7 +183,7 @@ def main(cfg: Config) -> dict:
 
 def _measures_model(cfg: Config) -> bool:
     """Whether the search trains a model of models/ (its dataset, inference speed and model are
-    reported): the GPT objective of --preset or --objective models.objective:<preset>."""
+    reported): the GPT objective of --preset or --objective evo.gpt_objective:<preset>."""
     from evo.space import search_objective
 
     obj = search_objective(cfg)

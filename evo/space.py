@@ -15,12 +15,12 @@ from models.presets import Preset
 
 def search_objective(cfg):
     """The Objective (evo.objective) a live run searches: --objective's, else the GPT of --preset
-    (models.objective); None for --table, whose rows are the evaluation."""
+    (evo.gpt_objective); None for --table, whose rows are the evaluation."""
     if cfg.table:
         return None
     from evo.objective import load_objective
 
-    return load_objective(cfg.objective or f"models.objective:{cfg.preset}")
+    return load_objective(cfg.objective or f"evo.gpt_objective:{cfg.preset}")
 
 
 def search_preset(cfg) -> Preset:
@@ -51,7 +51,7 @@ _STEP_FLOPS: dict = {}
 
 
 def live_step_flops(preset: Preset, key: str, data: str | None) -> float:
-    """Training FLOPs of one step of the GPT of `key`'s genes (models.objective's step cost)."""
+    """Training FLOPs of one step of the GPT of `key`'s genes (evo.gpt_objective's step cost)."""
     cache_key = (repr(preset), key, data)
     if cache_key not in _STEP_FLOPS:
         import torch

@@ -1,4 +1,4 @@
-"""The GPT of models/ as a built-in objective of evo.objective (models.objective)."""
+"""The GPT of models/ as a built-in objective of evo.objective (evo.gpt_objective)."""
 import math
 
 import pytest
@@ -7,12 +7,12 @@ from engine_helpers import fast_config, outcome
 
 
 def test_evo_run_on_the_gpt_objective_is_the_preset_search(tmp_path, shakespeare_path):
-    """`--objective models.objective:tiny` makes every decision, charge and report of `--preset tiny`."""
+    """`--objective evo.gpt_objective:tiny` makes every decision, charge and report of `--preset tiny`."""
     from evo.run import main
 
     kw = dict(gens=1, start="bracket")  # the default start (the helper's is the full one)
     a = main(fast_config(tmp_path / "a", shakespeare_path, **kw))
-    b = main(fast_config(tmp_path / "b", shakespeare_path, objective="models.objective:tiny", **kw))
+    b = main(fast_config(tmp_path / "b", shakespeare_path, objective="evo.gpt_objective:tiny", **kw))
     assert outcome(a, tmp_path / "a" / "out") == outcome(b, tmp_path / "b" / "out")
     assert a["compute"]["flops"] == b["compute"]["flops"] > 0  # FLOPs, not steps, for both
     # generation 0 is the bracket: 3 x 4 early-trained, the best 2 (ceil(4 / 3)), the baseline and 1
@@ -28,7 +28,7 @@ def test_evo_run_on_the_gpt_objective_is_the_preset_search(tmp_path, shakespeare
 def test_the_gpt_objective_trains_in_rungs_as_in_one_call(shakespeare_path, one_thread):
     """fn(config, 12) then fn(config, 24, state) reports what fn(config, 24) does, exactly, plus
     the loss at step 12 (a call ends with an evaluation: the point a pruner judges)."""
-    from models.objective import gpt
+    from evo.gpt_objective import gpt
 
     obj = gpt("tiny", full_steps=24, early_frac=0.25, data=str(shakespeare_path))
     config = dict(obj.baseline)
@@ -49,7 +49,7 @@ def test_the_gpt_objective_through_optuna(shakespeare_path, one_thread):
     from optuna.trial import TrialState
 
     from evo.objective import search, spent_steps
-    from models.objective import gpt
+    from evo.gpt_objective import gpt
 
     obj = gpt("tiny", full_steps=20, early_frac=0.25, data=str(shakespeare_path))
     study = search(obj, budget=None, n_trials=4, seed=0)
@@ -66,8 +66,8 @@ def test_every_preset_is_an_objective():
     from models.presets import PRESETS
 
     for name, p in PRESETS.items():
-        obj = load_objective(f"models.objective:{name}")
+        obj = load_objective(f"evo.gpt_objective:{name}")
         assert obj.preset is p and obj.full_steps == p.full_steps and obj.baseline == p.baseline
         assert set(obj.space) == set(p.gene_names) and obj.cost_unit == "FLOPs" and obj.logs_model
     with pytest.raises(ValueError, match="no attribute 'huge'"):
-        load_objective("models.objective:huge")
+        load_objective("evo.gpt_objective:huge")

@@ -1,13 +1,13 @@
 """The char-level GPT of models/ as a built-in Objective (evo.objective): one objective of the API
 that a user's training loop also goes through, not a special case of the search.
 
-    python -m evo.run --objective models.objective:tiny          # the same search as --preset tiny
-    python -m evo.objective --objective models.objective:tiny    # the GPT through an Optuna study
+    python -m evo.run --objective evo.gpt_objective:tiny          # the same search as --preset tiny
+    python -m evo.objective --objective evo.gpt_objective:tiny    # the GPT through an Optuna study
 
-    from models.objective import gpt
+    from evo.gpt_objective import gpt
     study = evo.objective.search(gpt("tiny", full_steps=200), budget=10)
 
-`models.objective:<preset>` names `gpt(<preset>)` for every preset of models.presets. Beyond a user's
+`evo.gpt_objective:<preset>` names `gpt(<preset>)` for every preset of models.presets. Beyond a user's
 objective (a loss curve per call, steps as the cost) the GPT fills the Objective's optional hooks:
 - `preset`: the preset itself is the searched space (its genes, budgets and baseline architecture);
 - `evaluate`: evo.evaluate.evaluate, the trainer's whole result (training and validation curves,
@@ -95,7 +95,7 @@ def gpt(preset: str = "tiny", full_steps: int | None = None, early_frac: float |
 
 
 def __getattr__(name: str):
-    """`models.objective:<preset>`: the factory of that preset's GPT objective."""
+    """`evo.gpt_objective:<preset>`: the factory of that preset's GPT objective."""
     if name in PRESETS:
         return lambda: gpt(name)
-    raise AttributeError(f"module 'models.objective' has no attribute {name!r}; presets: {sorted(PRESETS)}")
+    raise AttributeError(f"module 'evo.gpt_objective' has no attribute {name!r}; presets: {sorted(PRESETS)}")
