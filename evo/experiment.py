@@ -1,4 +1,4 @@
-"""`python -m evo.experiment`: the four modes and three peers at one training-FLOPs budget, over seeds.
+"""`python -m evo.experiment`: the four modes and the peers (evo.peers) at one training-FLOPs budget, over seeds.
 
 Each method-seed is one MLflow parent run and leaves a small record (runs/<method>-seed<s>.json) when
 it finishes; a rerun skips finished records and resumes unfinished searches from their checkpoints
