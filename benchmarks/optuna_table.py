@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make evo/ and primitives/ importable
     sys.path.insert(0, str(ROOT))
 
+from evo.tablestats import pool_map  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("dimorph", "tpe+hyperband", "tpe+median", "random+none", "dimorph-sampler",
            "tpe+dimorph-pruner")
@@ -206,14 +208,7 @@ def main(argv=None) -> dict:
     F = table.full_steps
     jobs = [{"table": str(a.table), "method": m, "seed": s, "budget_steps": max(budgets) * F,
              "opts": opts} for s in seeds for m in methods]
-    if a.workers > 1:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(a.workers) as pool:
-            results = pool.map(run_study, jobs, chunksize=1)
-    else:
-        results = [run_study(j) for j in jobs]
+    results = pool_map(run_study, jobs, a.workers)
     best = table.best_target
     res = {"setup": {"table": str(a.table), "n_rows": len(table.ids), "full_steps": F, "best": best,
                      "budgets": budgets, "seeds": seeds, "methods": methods, "opts": opts,

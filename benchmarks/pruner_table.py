@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make evo/ and primitives/ importable
     sys.path.insert(0, str(ROOT))
 
+from evo.tablestats import pool_map  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 BUILTIN = ("median", "successive-halving", "patient-median", "none")
 TARGET_RANK = 5  # "as good as the 5th best row of the half" (the top 2% of 250)
@@ -258,14 +260,7 @@ def main(argv=None) -> dict:
     specs += [{"pruner": p} for p in builtin]
     jobs = [{**spec, "table": str(a.table), "rows": search_rows, "arch_features": arch, "seed": s,
              "budget_cost": budget_cost} for s in seeds for spec in specs]
-    if a.workers > 1:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(a.workers) as pool:
-            results = pool.map(run_study, jobs, chunksize=1)
-    else:
-        results = [run_study(j) for j in jobs]
+    results = pool_map(run_study, jobs, a.workers)
     res = {"setup": {"table": str(a.table), "n_rows": len(search_rows), "n_fit_rows": len(fit_rows),
                      "full_steps": F, "budget": a.budget, "unit_cost": unit, "seeds": seeds,
                      "arch_features": arch, "best_row": best, "target_quality": q,

@@ -14,13 +14,12 @@ import hashlib
 import json
 import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evo.table import load_table  # noqa: E402
-from evo.tablestats import run_method  # noqa: E402
+from evo.tablestats import pool_map, run_method  # noqa: E402
 
 VARIANTS = {  # name: (method, Config overrides): the seven methods, and the loop's other drivers
     "baseline": ("baseline", {}), "male": ("male", {}), "female": ("female", {}), "combined": ("combined", {}),
@@ -59,8 +58,7 @@ def main(argv=None):
     budget = a.budget * load_table(a.table).mean_full_cost()
     jobs = [(a.table, n, s, budget, json.loads(a.override)) for n in names for s in range(a.seeds)]
     t0 = time.perf_counter()
-    with get_context("spawn").Pool(a.workers) as pool:
-        rows = pool.map(_job, jobs, chunksize=1)
+    rows = pool_map(_job, jobs, a.workers)
     wall = time.perf_counter() - t0
     old = {}
     if a.compare:

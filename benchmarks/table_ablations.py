@@ -13,13 +13,12 @@ import argparse
 import json
 import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evo.table import load_table  # noqa: E402
-from evo.tablestats import markdown, run_method, summarise  # noqa: E402
+from evo.tablestats import markdown, pool_map, run_method, summarise  # noqa: E402
 
 
 def _job(args):
@@ -49,8 +48,7 @@ def main(argv=None):
     seeds = range(a.first_seed, a.first_seed + a.seeds)
     jobs = [(a.table, a.mode, s, max(budgets) * unit, n, o) for s in seeds for n, o in variants.items()]
     t0 = time.perf_counter()
-    with get_context("spawn").Pool(a.workers) as pool:
-        records = pool.map(_job, jobs, chunksize=1)
+    records = pool_map(_job, jobs, a.workers)
     s = summarise(records, list(variants), budgets, unit, best, reference=a.reference)
     note = (f"{a.mode} on {a.table}, seeds {a.first_seed}..{a.first_seed + a.seeds - 1}, variants {variants}; "
             f"p: paired Wilcoxon of {a.reference} vs the variant; {time.perf_counter() - t0:.0f} s")

@@ -29,7 +29,7 @@ from pathlib import Path
 from evo.checkpoint import JournalLineError, atomic_write, read_jsonl
 from evo.evaluate import EvalTask
 from evo.genome import eval_seed
-from models.presets import PRESETS, get_preset
+from models.presets import PRESETS, get_preset, with_budgets
 
 
 def _tasks(preset, n: int, seed: int, noise: int, noise_seeds: int, data: str | None) -> list[EvalTask]:
@@ -147,15 +147,10 @@ def build(a) -> dict:
     from evo.evaluate import token_data
     from models.data import load_dataset
 
-    preset = get_preset(a.preset)
-    if a.full_steps is not None:
-        import dataclasses
-        if a.full_steps < 2:
-            raise ValueError(f"--full-steps must be >= 2, got {a.full_steps}")
-        preset = dataclasses.replace(preset, full_steps=a.full_steps)
-    if getattr(a, "early_frac", None) is not None:
-        import dataclasses
-        preset = dataclasses.replace(preset, early_frac=a.early_frac)  # validated by the preset
+    if a.full_steps is not None and a.full_steps < 2:
+        raise ValueError(f"--full-steps must be >= 2, got {a.full_steps}")
+    # the preset validates early_frac
+    preset = with_budgets(get_preset(a.preset), a.full_steps, getattr(a, "early_frac", None))
     if a.n < 2:
         raise ValueError(f"--n must be >= 2, got {a.n}")
     if not 0 <= a.noise <= a.n:

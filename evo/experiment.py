@@ -106,14 +106,11 @@ def _budgets(text: str) -> list[float]:
 
 def baseline_flops(preset_name: str, full_steps: int | None, data: str | None) -> float:
     """Training FLOPs of one full training of the preset's baseline (what the trainer would count)."""
-    import dataclasses
-
     from evo.evaluate import token_data
     from models.gpt import GPT
-    from models.presets import get_preset
+    from models.presets import get_preset, with_budgets
 
-    p = get_preset(preset_name)
-    p = dataclasses.replace(p, full_steps=full_steps) if full_steps else p
+    p = with_budgets(get_preset(preset_name), full_steps)
     gpt_cfg, tc = p.configs(p.baseline, token_data(data, p).vocab_size)
     return GPT(gpt_cfg).flops_per_token() * tc.batch_size * p.block_size * p.full_steps
 

@@ -22,10 +22,9 @@ validation loss at the preset's evaluation steps; `seed` seeds the initialisatio
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from evo.objective import Choice, Float, Int, LogFloat, Objective
-from models.presets import PRESETS, ChoiceParam, FloatParam, IntParam, get_preset
+from models.presets import PRESETS, ChoiceParam, FloatParam, IntParam, get_preset, with_budgets
 
 
 class GPTTrainer:
@@ -86,9 +85,7 @@ def _duration(preset, task, cost: float, done: int) -> float:
 def gpt(preset: str = "tiny", full_steps: int | None = None, early_frac: float | None = None,
         data: str | None = None, device: str = "cpu") -> Objective:
     """The GPT of a preset (with optional budget overrides) as an Objective."""
-    p = get_preset(preset)
-    changes = {k: v for k, v in (("full_steps", full_steps), ("early_frac", early_frac)) if v is not None}
-    p = replace(p, **changes) if changes else p
+    p = with_budgets(get_preset(preset), full_steps, early_frac)
     return Objective(GPTTrainer(p, data, device), space_of(p), full_steps=p.full_steps, name=f"gpt-{p.name}",
                      early_frac=p.early_frac, baseline=dict(p.baseline), preset=p, evaluate=_evaluate,
                      step_cost=_step_cost, duration=_duration, cost_unit="FLOPs", logs_model=True)

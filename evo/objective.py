@@ -38,11 +38,14 @@ from the trials, so the budget holds across restarts.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from evo.study_cost import spent_steps, trials_line  # noqa: F401 (spent_steps: part of the API)
 
 
 @dataclass(frozen=True)
@@ -58,18 +61,16 @@ class Int:
 class Float:
     low: float
     high: float
+    log = False  # a class constant, not a field: LogFloat's is True
 
     def suggest(self, trial, name: str):
-        return trial.suggest_float(name, self.low, self.high)
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
 
 
-@dataclass(frozen=True)
-class LogFloat:
-    low: float
-    high: float
+class LogFloat(Float):
+    """A float range searched on a log scale (low > 0)."""
 
-    def suggest(self, trial, name: str):
-        return trial.suggest_float(name, self.low, self.high, log=True)
+    log = True
 
 
 class Choice:
@@ -86,7 +87,7 @@ class Choice:
 
 
 def _check(name: str, p) -> None:
-    if isinstance(p, (Int, Float, LogFloat)):
+    if isinstance(p, (Int, Float)):
         if not (math.isfinite(p.low) and math.isfinite(p.high) and p.low <= p.high):
             raise ValueError(f"space: {name}={p!r} needs finite low <= high")
         if isinstance(p, Int) and not (float(p.low).is_integer() and float(p.high).is_integer()):
@@ -136,19 +137,6 @@ class Objective:
         if self.rungs is not None and not all(isinstance(r, int) and 0 < r < self.full_steps
                                               for r in self.rungs):
             raise ValueError(f"Objective: rungs must be integers in (0, full_steps), got {self.rungs!r}")
-
-
-def spent_steps(study) -> int:
-    """Training steps the study's trials cost: complete ones the full budget, others their last step."""
-    from optuna.trial import TrialState
-
-    total = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE:
-            total += int(t.user_attrs.get("full_steps", 0))
-        elif t.last_step is not None:
-            total += int(t.last_step)
-    return total
 
 
 def trial_runner(objective: Objective, pruner) -> Callable:
@@ -223,7 +211,7 @@ def search(objective: Objective, budget: float | None = 20.0, n_trials: int | No
     logger = None
     if tracking_uri is not None or experiment is not None:
         from evo.tracking.studies import StudyLogger
-        logger = StudyLogger(tracking_uri, experiment or "dimorph-optuna", full_steps=F, spent=spent_steps)
+        logger = StudyLogger(tracking_uri, experiment or "dimorph-optuna", full_steps=F)
         callbacks.insert(0, logger)
     try:
         study.optimize(trial_runner(objective, pruner), n_trials=n_trials, callbacks=callbacks,
@@ -247,6 +235,13 @@ def load_objective(spec: str) -> Objective:
     if not isinstance(obj, Objective):
         raise ValueError(f"--objective {spec!r} is a {type(obj).__name__}, not an evo.objective.Objective")
     return obj
+
+
+@functools.lru_cache(maxsize=8)
+def loaded_objective(spec: str) -> Objective:
+    """load_objective(spec), once per process: the search asks for its objective before every
+    evaluation, and a factory objective is then built once."""
+    return load_objective(spec)
 
 
 def cli(argv=None) -> int:
@@ -273,11 +268,8 @@ def cli(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from optuna.trial import TrialState
-    states = [t.state for t in study.trials]
-    print(f"{len(states)} trials ({states.count(TrialState.COMPLETE)} complete, "
-          f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed), "
-          f"{spent_steps(study)} training steps")
-    if any(s == TrialState.COMPLETE for s in states):
+    print(trials_line(study))
+    if any(t.state == TrialState.COMPLETE for t in study.trials):
         print(f"best loss {study.best_value:.6g} with {study.best_params}")
     return 0
 

@@ -18,10 +18,10 @@ import os
 import pickle
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence
 
-from models.presets import ChoiceParam, FloatParam, GeneSpace, IntParam
+from models.presets import ChoiceParam, FloatParam, GeneSpace, IntParam, with_budgets
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,17 @@ class ObjectiveSpace(GeneSpace):
 def objective_space(obj, full_steps: int | None = None, early_frac: float | None = None) -> ObjectiveSpace:
     """The ObjectiveSpace of an evo.objective.Objective (budgets: the config's overrides, else its
     own); an objective with a `preset` (the GPT) is searched on that preset, with the overrides."""
-    from evo.objective import Choice, Float, Int, LogFloat
+    from evo.objective import Choice, Float, Int
 
     if obj.preset is not None:
-        changes = {k: v for k, v in (("full_steps", full_steps), ("early_frac", early_frac)) if v is not None}
-        return replace(obj.preset, **changes) if changes else obj.preset
+        return with_budgets(obj.preset, full_steps, early_frac)
 
     params = []
     for name, p in obj.space.items():
         if isinstance(p, Int):
             params.append(IntParam(name, int(p.low), int(p.high)))
-        elif isinstance(p, (Float, LogFloat)):
-            params.append(FloatParam(name, float(p.low), float(p.high), log=isinstance(p, LogFloat)))
+        elif isinstance(p, Float):
+            params.append(FloatParam(name, float(p.low), float(p.high), log=p.log))
         elif isinstance(p, Choice):
             params.append(ChoiceParam(name, p.values))
     F = full_steps or obj.full_steps
@@ -81,9 +80,9 @@ class ObjectiveEvaluator:
         self.spec = spec
 
     def __call__(self, task) -> dict:
-        from evo.objective import load_objective
+        from evo.objective import loaded_objective
 
-        obj = load_objective(self.spec)
+        obj = loaded_objective(self.spec)
         if obj.evaluate is not None:  # an objective with its own whole result (the GPT: evo.evaluate)
             return obj.evaluate(task)
         saved = {"state": None, "points": []}

@@ -216,7 +216,7 @@ def log_best_model(search, tracker, best: dict) -> dict:
 
     if search.cfg.table:
         return {"model_note": "a table search evaluates by lookup: no model exists"}
-    from evo.space import search_objective
+    from evo.space import trains_model
 
     entry = search.state().get("best") or {}
     if not best or entry.get("key") != best.get("key"):
@@ -227,7 +227,7 @@ def log_best_model(search, tracker, best: dict) -> dict:
                 else "the best architecture's trained state was not kept")
         print(f"warning: no model logged: {note}", file=sys.stderr)
         return {"model_note": note}
-    if not search_objective(search.cfg).logs_model:  # a user's model: its pickled state, as it is
+    if not trains_model(search.cfg):  # a user's model: its pickled state, as it is
         tracker.log_artifact(path, "best_state")
         where = f"best_state/{Path(path).name}"
         return {"model_note": "a pickle of {'state': what fn returned last, 'points': the curve}",

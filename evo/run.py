@@ -99,6 +99,7 @@ def main(cfg: Config) -> dict:
     from evo.engine import Search
     from evo.executors import make_executor
     from evo.report import best_numbers, log_best_model, write_all
+    from evo.space import trains_model
     from evo.tracking import Tracker, killed_status
 
     t_start = time.perf_counter()
@@ -146,7 +147,7 @@ def main(cfg: Config) -> dict:
                 bars.close()
 
                 t_inf = time.perf_counter()
-                best = best_numbers(search, measure=_measures_model(cfg))
+                best = best_numbers(search, measure=trains_model(cfg))
                 t_inf = time.perf_counter() - t_inf
                 summary = _summary(search, tracker, best)
                 wall = time.perf_counter() - t_start - t_inf
@@ -181,18 +182,11 @@ def main(cfg: Config) -> dict:
     return summary
 
 
-def _measures_model(cfg: Config) -> bool:
-    """Whether the search trains a model of models/ (its dataset, inference speed and model are
-    reported): the GPT objective of --preset or --objective evo.gpt_objective:<preset>."""
-    from evo.space import search_objective
-
-    obj = search_objective(cfg)
-    return obj is not None and obj.logs_model
-
-
 def _user_objective(cfg: Config) -> bool:
     """Whether the search is of a user's objective (steps as its cost, no model of its own)."""
-    return not cfg.table and not _measures_model(cfg)
+    from evo.space import trains_model
+
+    return not cfg.table and not trains_model(cfg)
 
 
 def _missing_state(path: str, ckpt):
@@ -206,7 +200,9 @@ def _missing_state(path: str, ckpt):
 
 def _dataset(cfg: Config) -> tuple[Path, str] | None:
     """(path, sha256) of the dataset a live search trains on; None for a table search (no dataset)."""
-    if not _measures_model(cfg):
+    from evo.space import trains_model
+
+    if not trains_model(cfg):
         return None
     from evo.config import dataset_id
     from models.data import resolve_text

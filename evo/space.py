@@ -15,12 +15,20 @@ from models.presets import Preset
 
 def search_objective(cfg):
     """The Objective (evo.objective) a live run searches: --objective's, else the GPT of --preset
-    (evo.gpt_objective); None for --table, whose rows are the evaluation."""
+    (evo.gpt_objective); None for --table, whose rows are the evaluation. Loaded once per spec:
+    the Runner asks for its step cost before every evaluation."""
     if cfg.table:
         return None
-    from evo.objective import load_objective
+    from evo.objective import loaded_objective
 
-    return load_objective(cfg.objective or f"evo.gpt_objective:{cfg.preset}")
+    return loaded_objective(cfg.objective or f"evo.gpt_objective:{cfg.preset}")
+
+
+def trains_model(cfg) -> bool:
+    """Whether a run trains a model of models/ that the end of a search measures and logs (the GPT
+    objective, of --preset or --objective evo.gpt_objective:<preset>), with its dataset."""
+    obj = search_objective(cfg)
+    return obj is not None and obj.logs_model
 
 
 def search_preset(cfg) -> Preset:
@@ -69,7 +77,7 @@ def live_step_flops(preset: Preset, key: str, data: str | None) -> float:
 def duration(cfg, preset: Preset, task, cost: float, done: int) -> float:
     """A task's length on the virtual clock of steady-state scheduling: the objective's duration
     (the GPT: live_duration), else its cost; a table's tasks last their cost."""
-    obj = None if cfg.table else search_objective(cfg)
+    obj = search_objective(cfg)
     return cost if obj is None or obj.duration is None else float(obj.duration(preset, task, cost, done))
 
 

@@ -213,6 +213,15 @@ def regret_figure(records: list[dict], methods: list[str], unit: float, best: fl
     return path
 
 
+def pool_map(fn, jobs: list, workers: int) -> list:
+    """[fn(job) for job in jobs], in `workers` spawned processes when more than one (fn: a module-level
+    function, so that a spawned worker can import it), one job at a time per worker, order kept."""
+    if workers <= 1:
+        return [fn(j) for j in jobs]
+    with get_context("spawn").Pool(workers) as pool:
+        return pool.map(fn, jobs, chunksize=1)
+
+
 def run(table: str, methods: list[str], seeds: list[int], budgets: list[float], out: Path, workers: int = 2,
         as_json: bool = False) -> dict:
     """Run every method-seed (in `workers` processes), then write results.json, table.md, the figure."""
@@ -223,11 +232,7 @@ def run(table: str, methods: list[str], seeds: list[int], budgets: list[float], 
     unit, best = tab.mean_full_cost(), tab.best_target
     jobs = [(table, m, s, max(budgets) * unit) for s in seeds for m in methods]
     t0 = time.perf_counter()
-    if workers > 1:
-        with get_context("spawn").Pool(workers) as pool:
-            records = pool.map(_job, jobs, chunksize=1)
-    else:
-        records = [_job(j) for j in jobs]
+    records = pool_map(_job, jobs, workers)
     wall = time.perf_counter() - t0
     s = summarise(records, methods, budgets, unit, best)
     s["wall_s"] = wall

@@ -7,7 +7,7 @@ shorter --full-steps keeps every genome valid).
 """
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from models.gpt import GPTConfig
@@ -214,6 +214,12 @@ PAPER = Preset(
 )
 
 PRESETS = {p.name: p for p in (TINY, PAPER)}
+
+
+def with_budgets(preset: Preset, full_steps: int | None = None, early_frac: float | None = None) -> Preset:
+    """The preset with a run's budget overrides (None keeps the preset's own)."""
+    changes = {k: v for k, v in (("full_steps", full_steps), ("early_frac", early_frac)) if v is not None}
+    return replace(preset, **changes) if changes else preset
 
 
 def get_preset(name: str) -> Preset:

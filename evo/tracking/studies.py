@@ -18,6 +18,8 @@ from evo.tracking.store import (MAX_TAG_VALUE, _now, open_experiment, resolve_ur
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from evo.study_cost import spent_steps, trial_steps, trials_line  # noqa: E402
+
 RUN_ATTR = "mlflow_run_id"
 
 
@@ -25,11 +27,10 @@ class StudyLogger:
     """Optuna callback `(study, trial)`: logs each finished trial to MLflow (the module docstring)."""
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "dimorph-optuna",
-                 full_steps: int | None = None, spent=None):
-        """`spent(study)`: the training steps the study has cost (evo.objective.spent_steps), logged
-        on the parent when given."""
+                 full_steps: int | None = None):
+        """`full_steps`: what a complete trial cost when it does not say (evo.study_cost)."""
         self.uri = absolute_uri(resolve_uri(tracking_uri))
-        self.experiment, self.full_steps, self.spent = experiment, full_steps, spent
+        self.experiment, self.full_steps = experiment, full_steps
         self.client = MlflowClient(self.uri)
         self.experiment_id = open_experiment(self.client, experiment, self.uri)
 
@@ -51,8 +52,6 @@ class StudyLogger:
         if self.client.search_runs([self.experiment_id], max_results=1, filter_string=(
                 f"tags.`mlflow.parentRunId` = '{parent}' and tags.`optuna.trial_number` = '{trial.number}'")):
             return
-        steps = int(trial.user_attrs.get("full_steps", self.full_steps or 0)) if trial.state == TrialState.COMPLETE \
-            else int(trial.last_step or 0)
         tags = {"mlflow.parentRunId": parent, "dimorph.kind": "evaluation", "optuna.state": trial.state.name,
                 "optuna.trial_number": str(trial.number)}
         error = trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason")
@@ -62,20 +61,19 @@ class StudyLogger:
                                        tags=tags)
         t = _now()
         metrics = [Metric("val/loss", float(v), t, int(s)) for s, v in sorted(trial.intermediate_values.items())]
-        metrics.append(Metric("cost/steps", float(steps), t, 0))
+        metrics.append(Metric("cost/steps", float(trial_steps(trial, self.full_steps)), t, 0))
         if trial.state == TrialState.COMPLETE:
             metrics.append(Metric("final/value", float(trial.value), t, 0))
         params = [Param(k, str(v)) for k, v in trial.params.items()]
         self.client.log_batch(child.info.run_id, metrics=metrics, params=params)
         self.client.set_terminated(child.info.run_id, "FAILED" if trial.state == TrialState.FAIL else "FINISHED")
-        best = [x.value for x in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        parent_metrics = []
-        if self.spent is not None:
-            parent_metrics.append(Metric("search/training_steps", float(self.spent(study)), t, trial.number))
+        trials = study.get_trials(deepcopy=False)
+        best = [x.value for x in trials if x.state == TrialState.COMPLETE]
+        parent_metrics = [Metric("search/training_steps", float(spent_steps(study, self.full_steps)), t,
+                                 trial.number)]
         if best:
             parent_metrics.append(Metric("search/best_value", float(min(best)), t, trial.number))
-        self.client.log_batch(parent, metrics=parent_metrics,
-                              tags=[RunTag("dimorph.trials", str(len(study.get_trials(deepcopy=False))))])
+        self.client.log_batch(parent, metrics=parent_metrics, tags=[RunTag("dimorph.trials", str(len(trials)))])
 
     def finish(self, study) -> None:
         """Describe the study on its parent run (the best trial first) and close the run (a later
@@ -85,17 +83,12 @@ class StudyLogger:
         run_id = study.user_attrs.get(RUN_ATTR)
         if not run_id:
             return
-        trials = study.get_trials(deepcopy=False)
-        count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED,
-                                                                   TrialState.FAIL)}
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         lines = []
         if done:
             b = min(done, key=lambda t: t.value)
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.params.items())
             lines.append(f"**Best value {b.value:.6g}: trial {b.number} ({params}).**")
-        cost = f", {self.spent(study)} training steps" if self.spent is not None else ""
-        lines.append(f"{len(trials)} trials ({count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} "
-                     f"pruned, {count[TrialState.FAIL]} failed){cost}; each finished trial is a child run.")
+        lines.append(f"{trials_line(study, self.full_steps)}; each finished trial is a child run.")
         self.client.set_tag(run_id, "mlflow.note.content", "\n\n".join(lines)[:MAX_TAG_VALUE])
         self.client.set_terminated(run_id, "FINISHED")
